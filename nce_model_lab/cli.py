@@ -1,0 +1,22 @@
+"""``nce-lab``: the NCE data scientists' tool."""
+
+from __future__ import annotations
+
+from sample_protocol.cli_commands import add_audit_commands, add_keys_commands
+from sample_protocol.cli_support import App
+
+app = App(
+    prog="nce-lab",
+    help=(
+        "The NCE's modelling lab: request depersonalised samples from state bodies, train "
+        "one model per (source, index) plus the combiners, and ship them as signed ONNX "
+        "release bundles.\n\nExit codes: 0 done, 1 failure, 2 bad input, 3 refused."
+    ),
+)
+app.add_version_option()
+add_keys_commands(app)
+add_audit_commands(app)
+
+
+def main() -> None:
+    app.main()
