@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -31,10 +32,30 @@ T = TypeVar("T", bound="Record")
 
 
 def canonical_json(obj: Any) -> bytes:
-    """Serialise ``obj`` (already JSON-shaped) to canonical UTF-8 bytes."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    """Serialise ``obj`` (already JSON-shaped) to canonical UTF-8 bytes.
+
+    NaN and infinities have no JSON form: they raise :class:`SerdeError`.
+    """
+    try:
+        text = json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as exc:  # NaN or infinity
+        raise SerdeError(f"cannot write canonical JSON: {exc}") from None
+    return text.encode("utf-8")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise SerdeError(f"expected a finite number, found {name} (not valid JSON)")
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise SerdeError(f"key {key!r} appears twice in one JSON object")
+        out[key] = value
+    return out
 
 
 def encode_value(value: Any) -> Any:
@@ -44,7 +65,7 @@ def encode_value(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
+        if value.tzinfo is None or value.utcoffset() is None:
             raise SerdeError(f"datetime {value!r}: expected a timezone-aware value, found naive")
         return value.isoformat()
     if isinstance(value, dt.date):
@@ -53,6 +74,8 @@ def encode_value(value: Any) -> Any:
         return [encode_value(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): encode_value(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SerdeError(f"expected a finite number, found {value!r}")
     return value
 
 
@@ -60,7 +83,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp)
 
 
-def decode_value(tp: Any, raw: Any, where: str) -> Any:  # noqa: C901 - one dispatch table
+def decode_value(tp: Any, raw: Any, where: str) -> Any:
     """Decode ``raw`` (from JSON) into type ``tp``; ``where`` names the field for errors."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -85,7 +108,8 @@ def decode_value(tp: Any, raw: Any, where: str) -> Any:  # noqa: C901 - one disp
             return tuple(decode_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(raw))
         if len(args) != len(raw):
             raise SerdeError(f"{where}: expected {len(args)} items, found {len(raw)}")
-        return tuple(decode_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, raw)))
+        pairs = enumerate(zip(args, raw, strict=True))
+        return tuple(decode_value(a, v, f"{where}[{i}]") for i, (a, v) in pairs)
     if origin in (dict, Mapping) or tp in (dict, Mapping):
         if not isinstance(raw, dict):
             raise SerdeError(f"{where}: expected an object, found {type(raw).__name__}")
@@ -93,7 +117,9 @@ def decode_value(tp: Any, raw: Any, where: str) -> Any:  # noqa: C901 - one disp
         return {str(k): decode_value(vt, v, f"{where}.{k}") for k, v in raw.items()}
     if isinstance(tp, type) and issubclass(tp, Record):
         if not isinstance(raw, dict):
-            raise SerdeError(f"{where}: expected a {tp.__name__} object, found {type(raw).__name__}")
+            raise SerdeError(
+                f"{where}: expected a {tp.__name__} object, found {type(raw).__name__}"
+            )
         return tp.from_dict(raw, where=where)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
@@ -108,7 +134,7 @@ def decode_value(tp: Any, raw: Any, where: str) -> Any:  # noqa: C901 - one disp
             value = dt.datetime.fromisoformat(raw)
         except ValueError:
             raise SerdeError(f"{where}: expected an ISO 8601 date-time, found {raw!r}") from None
-        if value.tzinfo is None:
+        if value.tzinfo is None or value.utcoffset() is None:
             raise SerdeError(f"{where}: expected a date-time with a time zone, found {raw!r}")
         return value
     if tp is dt.date:
@@ -129,7 +155,13 @@ def decode_value(tp: Any, raw: Any, where: str) -> Any:  # noqa: C901 - one disp
     if tp is float:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise SerdeError(f"{where}: expected a number, found {raw!r}")
-        return float(raw)
+        try:
+            number = float(raw)
+        except OverflowError:
+            raise SerdeError(f"{where}: expected a finite number, found {raw!r}") from None
+        if not math.isfinite(number):  # json reads 1e400 as inf
+            raise SerdeError(f"{where}: expected a finite number, found {raw!r}")
+        return number
     if tp is str:
         if not isinstance(raw, str):
             raise SerdeError(f"{where}: expected a string, found {raw!r}")
@@ -143,6 +175,9 @@ class Record:
     Subclasses may override :meth:`validate` to check invariants; it runs after
     decoding, and should raise :class:`~sample_protocol.errors.ValidationError`.
     """
+
+    # Empty slots, so that ``@dataclass(slots=True)`` subclasses really have no __dict__.
+    __slots__ = ()
 
     kind_name: ClassVar[str | None] = None  # defaults to the class name
 
@@ -158,7 +193,10 @@ class Record:
             raise TypeError(f"{type(self).__name__} must be a dataclass")
         out: dict[str, Any] = {"kind": self.kind()}
         for f in dataclasses.fields(self):
-            out[f.name] = encode_value(getattr(self, f.name))
+            try:
+                out[f.name] = encode_value(getattr(self, f.name))
+            except SerdeError as exc:
+                raise SerdeError(f"{self.kind()}.{f.name}: {exc}") from None
         return out
 
     @classmethod
@@ -168,7 +206,9 @@ class Record:
             raise SerdeError(f"{where}: expected a JSON object, found {type(data).__name__}")
         found_kind = data.get("kind")
         if found_kind is not None and found_kind != cls.kind():
-            raise SerdeError(f"{where}: expected a {cls.kind()} record, found a {found_kind!r} record")
+            raise SerdeError(
+                f"{where}: expected a {cls.kind()} record, found a {found_kind!r} record"
+            )
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(fields) - {"kind"})
@@ -205,7 +245,13 @@ class Record:
     def from_json(cls, text: str | bytes, *, where: str | None = None) -> Self:
         where = where or cls.kind()
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = json.loads(
+                text,
+                parse_constant=_refuse_constant,
+                object_pairs_hook=_refuse_duplicate_keys,
+            )
+        except SerdeError as exc:
+            raise SerdeError(f"{where}: {exc}") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too-long integers
             raise SerdeError(f"{where}: not valid JSON ({exc})") from None
         return cls.from_dict(data, where=where)
