@@ -5,6 +5,8 @@ from __future__ import annotations
 from sample_protocol.cli_commands import add_audit_commands, add_keys_commands
 from sample_protocol.cli_support import App
 
+from ._cli_trust import register as _register_trust
+
 app = App(
     prog="nce-lab",
     help=(
@@ -16,6 +18,7 @@ app = App(
 app.add_version_option()
 add_keys_commands(app)
 add_audit_commands(app)
+_register_trust(app)
 
 
 def main() -> None:

@@ -39,17 +39,17 @@ def add_keys_commands(app: App) -> None:
         result = {
             "name": name,
             "key_id": secret.key_id,
-            "secret_key": str(files.secret_path),
-            "public_key": str(files.public_path),
-            "minisign_public_key": str(files.minisign_public_path),
+            "secret_key": str(files.secret),
+            "public_key": str(files.public),
+            "minisign_public_key": str(files.minisign_public),
         }
         if as_json:
             emit_json(result)
             return
         typer.echo(f"created key pair for {name!r} (key id {secret.key_id})")
-        typer.echo(f"  secret  {files.secret_path}  (0600: keep it inside your perimeter)")
-        typer.echo(f"  public  {files.public_path}")
-        typer.echo(f"  minisign public key  {files.minisign_public_path}")
+        typer.echo(f"  secret  {files.secret}  (0600: keep it inside your perimeter)")
+        typer.echo(f"  public  {files.public}")
+        typer.echo(f"  minisign public key  {files.minisign_public}")
 
     app.add_typer(keys, name="keys")
 
