@@ -67,7 +67,11 @@ def parse_party_spec(text: str) -> PartySpec:
             f"party {text!r}: expected a role among {allowed}, found {parts[0]!r}",
             code="bad_party_spec",
         ) from None
-    sources = tuple(s.strip().upper() for s in parts[2].split(",") if s.strip()) if len(parts) == 3 else ()
+    sources = (
+        tuple(s.strip().upper() for s in parts[2].split(",") if s.strip())
+        if len(parts) == 3
+        else ()
+    )
     known = set(source_codes())
     unknown = [s for s in sources if s not in known]
     if unknown:
@@ -99,7 +103,6 @@ def create_trust_root(
     record = new_trust_root(secret, [_party(p) for p in parties])
     write_trust_root(record, out, secret)
     return record
-
 
 
 def add_party(

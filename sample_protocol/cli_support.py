@@ -109,7 +109,7 @@ class App(typer.Typer):
         super().__init__(help=help, **kwargs)
         self.prog = prog
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:  # type: ignore[override]
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
         register = super().command(*args, **kwargs)
 
         def decorator(func: F) -> F:

@@ -8,6 +8,20 @@ what was expected, what was found and where.
 
 from __future__ import annotations
 
+__all__ = [
+    "AuditLogError",
+    "CalendarError",
+    "CatalogueError",
+    "EnvelopeError",
+    "IdentifierError",
+    "KeyFileError",
+    "ProtocolError",
+    "SerdeError",
+    "SignatureError",
+    "TrustError",
+    "ValidationError",
+]
+
 
 class ProtocolError(Exception):
     """Base of every error raised by ``sample_protocol``."""

@@ -29,7 +29,9 @@ def test_version(prog):
     assert result.output.strip() == f"{prog} {package_version()}"
 
 
-@pytest.mark.parametrize(("prog", "path"), ALL_COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else v)
+@pytest.mark.parametrize(
+    ("prog", "path"), ALL_COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else v
+)
 def test_every_command_has_help_text(prog, path):
     result = runner.invoke(APPS[prog], [*path, "--help"])
     assert result.exit_code == 0, result.output

@@ -33,9 +33,7 @@ def test_every_command_is_documented(command):
 def console_blocks(text: str) -> list[list[str]]:
     """The ```console blocks of a Markdown text: each a list of '$ ' command lines."""
     blocks = re.findall(r"```console\n(.*?)```", text, flags=re.S)
-    return [
-        [line[2:] for line in block.splitlines() if line.startswith("$ ")] for block in blocks
-    ]
+    return [[line[2:] for line in block.splitlines() if line.startswith("$ ")] for block in blocks]
 
 
 def test_readme_console_examples_run(tmp_path):

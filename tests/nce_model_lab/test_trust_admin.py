@@ -98,23 +98,36 @@ def test_edit_with_wrong_root_key_is_refused(tmp_path, keys):
 def test_cli_init_show_and_refusals(tmp_path, keys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["trust", "init", "--root-key", str(keys["nce-root"][1].secret), "--out", "t.json"]
-    for s in ("lab:{}".format(keys["nce-lab"][1].public), "tax_body:{}:TAX".format(keys["tax-body"][1].public)):
+    for s in (
+        "lab:{}".format(keys["nce-lab"][1].public),
+        "tax_body:{}:TAX".format(keys["tax-body"][1].public),
+    ):
         args += ["--party", s]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "version 1, 2 parties" in result.output
 
-    shown = runner.invoke(app, ["trust", "show", "t.json", "--root-pub", str(keys["nce-root"][1].public)])
+    shown = runner.invoke(
+        app, ["trust", "show", "t.json", "--root-pub", str(keys["nce-root"][1].public)]
+    )
     assert shown.exit_code == 0 and "tax-body" in shown.output
 
-    wrong = runner.invoke(app, ["trust", "show", "t.json", "--root-pub", str(keys["nce-lab"][1].public)])
+    wrong = runner.invoke(
+        app, ["trust", "show", "t.json", "--root-pub", str(keys["nce-lab"][1].public)]
+    )
     assert wrong.exit_code == 3
     assert "unknown key" in wrong.output
 
-    (tmp_path / "t.json").write_text((tmp_path / "t.json").read_text().replace("tax-body", "tax-bodz"))
-    tampered = runner.invoke(app, ["trust", "show", "t.json", "--root-pub", str(keys["nce-root"][1].public)])
+    (tmp_path / "t.json").write_text(
+        (tmp_path / "t.json").read_text().replace("tax-body", "tax-bodz")
+    )
+    tampered = runner.invoke(
+        app, ["trust", "show", "t.json", "--root-pub", str(keys["nce-root"][1].public)]
+    )
     assert tampered.exit_code == 3
 
-    bad = runner.invoke(app, ["trust", "init", "--root-key", str(keys["nce-root"][1].secret), "--party", "x:y"])
+    bad = runner.invoke(
+        app, ["trust", "init", "--root-key", str(keys["nce-root"][1].secret), "--party", "x:y"]
+    )
     assert bad.exit_code == 2
     assert "bad_party_spec" in bad.output
