@@ -5,6 +5,8 @@ from __future__ import annotations
 from sample_protocol.cli_commands import add_audit_commands, add_keys_commands
 from sample_protocol.cli_support import App
 
+from ._cli_sample import register as _register_sample
+
 app = App(
     prog="agency-runtime",
     help=(
@@ -17,6 +19,7 @@ app = App(
 app.add_version_option()
 add_keys_commands(app)
 add_audit_commands(app)
+_register_sample(app)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import click
+from typing import Any
+
 import typer
 
 from agency_runtime.cli import app as agency_app
@@ -21,11 +22,14 @@ APPS: dict[str, typer.Typer] = {
 def command_paths(prog: str) -> Iterator[tuple[str, ...]]:
     """Yield every leaf command of ``prog`` as a tuple of words, e.g. ('keys', 'new')."""
 
-    def walk(cmd: click.Command, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-        if isinstance(cmd, click.Group):
+    def walk(cmd: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        # Typer vendors its own click: test for a group by its sub-commands.
+        if getattr(cmd, "commands", None):
             for name, sub in sorted(cmd.commands.items()):
                 yield from walk(sub, (*path, name))
         else:
             yield path
 
-    yield from walk(typer.main.get_command(APPS[prog]), ())
+    paths = list(walk(typer.main.get_command(APPS[prog]), ()))
+    assert paths and () not in paths, f"{prog}: no sub-commands found"
+    yield from paths
