@@ -5,6 +5,9 @@ from __future__ import annotations
 from sample_protocol.cli_commands import add_audit_commands, add_keys_commands
 from sample_protocol.cli_support import App
 
+from ._cli_demo import register as _register_demo
+from ._cli_sample import register as _register_sample
+from ._cli_synth import synth
 from ._cli_trust import register as _register_trust
 
 app = App(
@@ -19,6 +22,9 @@ app.add_version_option()
 add_keys_commands(app)
 add_audit_commands(app)
 _register_trust(app)
+_register_sample(app)
+app.command("synth")(synth)
+_register_demo(app)
 
 
 def main() -> None:

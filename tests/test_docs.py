@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +44,6 @@ def test_readme_console_examples_run(tmp_path):
     for block in blocks:
         for command in block:
             result = subprocess.run(
-                shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True
+                ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
             )
             assert result.returncode == 0, f"README example failed: {command}\n{result.stderr}"

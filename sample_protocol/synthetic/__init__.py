@@ -10,6 +10,8 @@ can use it. See ``docs/synthetic.md`` for the generative story.
 from .economy import (
     GENERATOR_VERSION,
     MAX_ENTITIES,
+    OUTCOMES_FILE,
+    TRUTH_FILE,
     Economy,
     EconomySummary,
     check_output_dir,
@@ -26,6 +28,8 @@ __all__ = [
     "GENERATOR_VERSION",
     "INDEX_IDS",
     "MAX_ENTITIES",
+    "OUTCOMES_FILE",
+    "TRUTH_FILE",
     "Economy",
     "EconomySummary",
     "check_output_dir",

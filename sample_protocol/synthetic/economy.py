@@ -66,6 +66,9 @@ GENERATOR_VERSION = "1.0.0"
 MAX_ENTITIES = 10_000_000
 SUMMARY_FILE = "economy.json"
 TRUTH_FILE = "truth/truth.parquet"
+#: The tax body's observed outcomes (targets, no probabilities): see ``observed_outcomes``.
+OUTCOMES_FILE = "observed/outcomes.parquet"
+OUTCOME_PREFIX = "outcome_"
 
 Maker = Callable[..., pa.Table]
 _MAKERS: Mapping[str, Maker] = MappingProxyType(
@@ -142,6 +145,21 @@ class Economy:
                 f"source {code!r} is not in this economy; it has: {', '.join(self.sources)}",
                 code="unknown_source",
             ) from None
+
+    def observed_outcomes(self) -> pa.Table:
+        """``bin`` + ``outcome_<index>`` (bool), one row per entity, entity order.
+
+        What the tax body observes over the horizon (its lists: pseudo-enterprises,
+        bankruptcies, debtors...): the targets it delivers with its TAX sample. The true
+        probabilities are not in it.
+        """
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+        for index in INDEX_IDS:
+            part = self.truth_for(index)
+            if "bin" not in columns:
+                columns["bin"] = part["bin"]
+            columns[f"{OUTCOME_PREFIX}{index}"] = part["outcome"]
+        return pa.table(columns)
 
     def truth_for(self, index: str) -> pa.Table:
         """``bin``, ``true_probability``, ``outcome`` of one index, one row per entity."""
@@ -274,6 +292,9 @@ def write_economy(economy: Economy, out_dir: str | Path, *, overwrite: bool = Fa
     with _atomic.atomic_path(out / TRUTH_FILE) as tmp:
         pq.write_table(economy.truth, tmp)
     files[TRUTH_FILE] = _sha256(out / TRUTH_FILE)
+    with _atomic.atomic_path(out / OUTCOMES_FILE) as tmp:
+        pq.write_table(economy.observed_outcomes(), tmp)
+    files[OUTCOMES_FILE] = _sha256(out / OUTCOMES_FILE)
     stale_dir = out / "sources"
     for old in stale_dir.glob("*.parquet"):
         if _CODE.match(old.stem) and old.stem not in economy.sources:
@@ -291,8 +312,7 @@ def read_summary(directory: str | Path) -> EconomySummary:
         text = summary_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValidationError(
-            f"{summary_path}: not found; is {Path(directory)} an economy written by "
-            "write_economy?",
+            f"{summary_path}: not found; is {Path(directory)} an economy written by write_economy?",
             code="no_economy",
         ) from None
     return EconomySummary.from_json(text, where=str(summary_path))

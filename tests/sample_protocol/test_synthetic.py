@@ -289,6 +289,7 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [
         "economy.json",
+        "observed/outcomes.parquet",
         "sources/TAX.parquet",
         "sources/UTILITIES.parquet",
         "truth/truth.parquet",
@@ -305,6 +306,19 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
     assert back.sources["TAX"].equals(eco.sources["TAX"])
     assert back.truth.equals(eco.truth)
     assert back.summary.oracle_auc == eco.summary.oracle_auc
+
+
+def test_observed_outcomes_hold_the_outcomes_but_no_probability(tmp_path: Path) -> None:
+    eco = generate_economy(2_000, 3, ["TAX"])
+    observed = eco.observed_outcomes()
+    assert observed.column_names == ["bin", *(f"outcome_{i}" for i in INDEX_IDS)]
+    assert observed.num_rows == 2_000
+    for index in INDEX_IDS:
+        truth = eco.truth_for(index)
+        assert observed["bin"].equals(truth["bin"])
+        assert observed[f"outcome_{index}"].equals(truth["outcome"])
+    out = write_economy(eco, tmp_path / "eco")
+    assert pq.read_table(out / "observed/outcomes.parquet").equals(observed)
 
 
 def test_write_refuses_a_non_empty_directory_unless_asked(tmp_path: Path) -> None:

@@ -1,0 +1,59 @@
+"""``nce-lab demo``: one whole round on a synthetic economy, every party played."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sample_protocol.cli_support import App, emit_json
+
+from .demo import run_demo
+
+
+def register(app: App) -> None:
+    @app.command("demo")
+    def demo(
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Directory to keep (default: a fresh temporary one)."
+        ),
+        entities: int = typer.Option(50_000, "--entities", "-n", help="Size of the economy."),
+        seed: int = typer.Option(1, "--seed", help="Seed of the synthetic economy."),
+        sample_size: int | None = typer.Option(
+            None,
+            "--sample-size",
+            help="Entities in the test sample (default: half, at most 20,000).",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ) -> None:
+        """Play every party of one federated round on a synthetic economy.
+
+        Each party's step runs that party's own command-line tool in its own process.
+        """
+
+        def say(message: str) -> None:
+            typer.echo(message, err=as_json)
+
+        result = run_demo(out, entities=entities, seed=seed, sample_size=sample_size, progress=say)
+        if as_json:
+            emit_json(result.to_dict())
+            return
+        typer.echo("")
+        typer.echo(f"One round in {result.seconds:.0f} s, in {result.out}")
+        typer.echo(
+            f"  request {result.request_id}: {result.sample_size:,} of "
+            f"{result.entities:,} entities sampled"
+        )
+        typer.echo(
+            f"  training table: {result.training_rows:,} rows x "
+            f"{result.training_columns} columns, keyed by random ID only"
+        )
+        typer.echo(f"    {result.training_table}")
+        typer.echo("")
+        typer.echo(f"  {'index':<22} {'outcome rate':>12} {'oracle AUC':>11}")
+        for index, rate in result.outcome_rates.items():
+            auc = result.oracle_auc.get(index)
+            auc_text = "-" if auc is None else f"{auc:.3f}"
+            typer.echo(f"  {index:<22} {rate:>12.1%} {auc_text:>11}")
+        typer.echo("")
+        typer.echo("  The synthetic truth is in economy/truth/, apart from every source table.")

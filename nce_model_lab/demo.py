@@ -1,0 +1,321 @@
+"""``nce-lab demo``: play every party of one federated round on a synthetic economy.
+
+Each step runs the real command-line tool of the party that does it (``nce-lab``,
+``agency-runtime``, ``registry-combiner``) in its own process, exactly as an operator would,
+so the demo exercises the same code paths as the CLIs and keeps the parties apart: the
+lab never imports the agency runtime or the register.
+
+What a round contains today: keys and the trust root; a synthetic economy; the signed
+sample request; the tax body's random-ID lists; every body's depersonalised, sealed sample;
+the lab's ingest and join. Training, release, scoring and combining join the demo as they
+land.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from sample_protocol.catalogue import Catalogue
+from sample_protocol.synthetic import OUTCOMES_FILE, read_summary
+
+from .errors import LabError
+
+__all__ = ["DemoResult", "run_demo"]
+
+ROOT_PARTY = "nce-root"
+LAB_PARTY = "nce-lab"
+TAX_PARTY = "tax-body"
+REGISTER_PARTY = "register"
+
+
+def body_party(code: str) -> str:
+    """The demo's name for the body that owns source ``code``."""
+    return TAX_PARTY if code == "TAX" else code.lower().replace("_", "-") + "-body"
+
+
+@dataclass
+class DemoResult:
+    """What a demo run did and where it left its files."""
+
+    out: Path
+    entities: int
+    seed: int
+    sample_size: int
+    request_id: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    coverage: dict[str, Any] = field(default_factory=dict)
+    training_table: str = ""
+    training_rows: int = 0
+    training_columns: int = 0
+    outcome_rates: dict[str, float] = field(default_factory=dict)
+    oracle_auc: dict[str, float | None] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "entities": self.entities,
+            "seed": self.seed,
+            "sample_size": self.sample_size,
+            "request_id": self.request_id,
+            "steps": self.steps,
+            "coverage": self.coverage,
+            "training_table": self.training_table,
+            "training_rows": self.training_rows,
+            "training_columns": self.training_columns,
+            "outcome_rates": self.outcome_rates,
+            "oracle_auc": self.oracle_auc,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _tool(name: str) -> str:
+    """The console script ``name`` installed beside this interpreter (or on PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise LabError(
+            f"the command {name!r} is not installed; run `make demo` or `pip install -e '.[all]'`",
+            code="demo_missing_tool",
+        )
+    return found
+
+
+class _Runner:
+    def __init__(self, cwd: Path, say: Callable[[str], None], result: DemoResult) -> None:
+        self.cwd = cwd
+        self.say = say
+        self.result = result
+
+    def __call__(self, party: str, step: str, argv: Sequence[str]) -> str:
+        started = time.perf_counter()
+        cmd = [_tool(argv[0]), *argv[1:]]
+        proc = subprocess.run(cmd, cwd=self.cwd, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - started
+        shown = " ".join(argv)
+        self.result.steps.append(
+            {
+                "party": party,
+                "step": step,
+                "command": shown,
+                "exit": proc.returncode,
+                "seconds": round(seconds, 2),
+            }
+        )
+        if proc.returncode != 0:
+            raise LabError(
+                f"demo step '{step}' ({party}) failed with exit {proc.returncode}: {shown}\n"
+                + (proc.stderr.strip() or proc.stdout.strip()),
+                code="demo_step_failed",
+            )
+        self.say(f"[{party:>18}] {step} ({seconds:.1f} s)")
+        return proc.stdout
+
+
+def run_demo(
+    out: str | os.PathLike[str] | None = None,
+    *,
+    entities: int = 50_000,
+    seed: int = 1,
+    sample_size: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Run one round in ``out`` (a fresh temporary directory when ``None``)."""
+    if entities < 1_000:
+        raise LabError(
+            f"--entities: expected at least 1,000, found {entities:,}", code="demo_bad_option"
+        )
+    size = sample_size or min(entities // 2, 20_000)
+    if not 100 <= size <= entities:
+        raise LabError(
+            f"--sample-size: expected 100 to {entities:,}, found {size:,}", code="demo_bad_option"
+        )
+    if out is None:
+        base = Path(tempfile.mkdtemp(prefix="kz-scoring-demo-"))
+    else:
+        base = Path(out)
+        if base.exists() and any(base.iterdir()):
+            raise LabError(
+                f"{base}: the demo needs an empty or new directory", code="demo_out_not_empty"
+            )
+        base.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda _m: None)
+    started = time.perf_counter()
+    result = DemoResult(out=base, entities=entities, seed=seed, sample_size=size)
+    run = _Runner(base, say, result)
+
+    catalogue = Catalogue.default()
+    # The 13 sources of para 24; optional ones (CUSTOMS) are left to a real round.
+    sources = [c for c in catalogue.source_codes() if not catalogue.source(c).optional]
+    bodies = {code: body_party(code) for code in sources}
+    keys = Path("keys")
+
+    # 1. Keys: every party makes its own; the NCE also holds the root key.
+    run(ROOT_PARTY, "root key", ["nce-lab", "keys", "new", ROOT_PARTY, "--out", str(keys)])
+    run(LAB_PARTY, "lab key", ["nce-lab", "keys", "new", LAB_PARTY, "--out", str(keys)])
+    for name in sorted(set(bodies.values())):
+        run(name, "body key", ["agency-runtime", "keys", "new", name, "--out", str(keys)])
+    run(
+        REGISTER_PARTY,
+        "register key",
+        ["registry-combiner", "keys", "new", REGISTER_PARTY, "--out", str(keys)],
+    )
+
+    # 2. The trust root, signed by the NCE root key.
+    parties = [f"lab:{keys}/{LAB_PARTY}.pub", f"register:{keys}/{REGISTER_PARTY}.pub"]
+    owned: dict[str, list[str]] = {}
+    for code, name in bodies.items():
+        owned.setdefault(name, []).append(code)
+    for name, codes in owned.items():
+        role = "tax_body" if name == TAX_PARTY else "body"
+        parties.append(f"{role}:{keys}/{name}.pub:{','.join(codes)}")
+    trust_args = [
+        "nce-lab",
+        "trust",
+        "init",
+        "--root-key",
+        f"{keys}/{ROOT_PARTY}.key",
+        "--out",
+        "trust.json",
+    ]
+    for p in parties:
+        trust_args += ["--party", p]
+    run(ROOT_PARTY, "trust root", trust_args)
+    common = ["--trust", "trust.json", "--root-pub", f"{keys}/{ROOT_PARTY}.pub"]
+
+    # 3. The synthetic economy stands in for the state bodies' data.
+    run(
+        "synthetic economy",
+        f"{entities:,} entities",
+        ["nce-lab", "synth", "--entities", str(entities), "--seed", str(seed), "--out", "economy"],
+    )
+    summary = read_summary(base / "economy")
+    result.outcome_rates = dict(summary.outcome_rates)
+    result.oracle_auc = dict(summary.oracle_auc)
+
+    # 4. The lab's signed sample request.
+    sent_on = summary.as_of + dt.timedelta(days=365)
+    request_out = run(
+        LAB_PARTY,
+        "sample request",
+        [
+            "nce-lab",
+            "sample",
+            "request",
+            "--key",
+            f"{keys}/{LAB_PARTY}.key",
+            *common,
+            "--lab-dir",
+            "lab",
+            "--out",
+            "outbox",
+            "--size",
+            str(size),
+            "--as-of",
+            summary.as_of.isoformat(),
+            "--sent-on",
+            sent_on.isoformat(),
+            "--json",
+        ],
+    )
+    request_id = json.loads(request_out)["request"]["request_id"]
+    result.request_id = request_id
+    request_file = f"outbox/{request_id}.json"
+
+    # 5. The tax body draws the list and seals a copy to every body.
+    run(
+        TAX_PARTY,
+        "random-ID lists",
+        [
+            "agency-runtime",
+            "issue-list",
+            request_file,
+            *common,
+            "--key",
+            f"{keys}/{TAX_PARTY}.key",
+            "--register",
+            "economy/sources/TAX.parquet",
+            "--state",
+            "tax-body/state",
+            "--out",
+            "lists",
+            "--quiet",
+        ],
+    )
+
+    # 6. Every body prepares, checks, signs and seals its sample.
+    samples = []
+    for code, name in bodies.items():
+        extra = ["--outcomes", f"economy/{OUTCOMES_FILE}"] if code == "TAX" else []
+        run(
+            name,
+            f"{code} sample",
+            [
+                "agency-runtime",
+                "prepare-sample",
+                request_file,
+                "--list",
+                f"lists/{name}.ridlist",
+                "--source",
+                code,
+                "--extract",
+                f"economy/sources/{code}.parquet",
+                *common,
+                "--key",
+                f"{keys}/{name}.key",
+                "--state",
+                f"{name}/state",
+                "--out",
+                "samples",
+                "--quiet",
+                *extra,
+            ],
+        )
+        samples.append(f"samples/{request_id}.{code}.sample")
+
+    # 7. The lab opens, checks and joins them.
+    ingest_out = run(
+        LAB_PARTY,
+        "ingest and join",
+        [
+            "nce-lab",
+            "sample",
+            "ingest",
+            *samples,
+            "--key",
+            f"{keys}/{LAB_PARTY}.key",
+            *common,
+            "--lab-dir",
+            "lab",
+            "--json",
+        ],
+    )
+    ingested = json.loads(ingest_out)
+    result.coverage = ingested.get("coverage") or {}
+    training = base / "lab" / "rounds" / request_id / "training.parquet"
+    meta = pq.read_metadata(training)
+    result.training_table = str(training)
+    result.training_rows = meta.num_rows
+    result.training_columns = meta.num_columns
+    run(
+        LAB_PARTY,
+        "status",
+        ["nce-lab", "status", "--lab-dir", "lab", "--today", sent_on.isoformat()],
+    )
+    result.seconds = time.perf_counter() - started
+    return result
