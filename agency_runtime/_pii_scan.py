@@ -60,7 +60,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sample_protocol.identifiers import identifier_mask
+from sample_protocol.identifier_columns import identifier_mask
 
 __all__ = [
     "FLOAT_IDENTIFIER_SHARE",

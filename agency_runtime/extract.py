@@ -47,12 +47,8 @@ import pyarrow.parquet as pq
 
 from sample_protocol.catalogue import FieldSpec, SourceSpec, get_source
 from sample_protocol.errors import IdentifierError, ProtocolError
-from sample_protocol.identifiers import (
-    identifier_mask,
-    mask_identifier,
-    validate_bin,
-    validate_identifier,
-)
+from sample_protocol.identifier_columns import identifier_mask
+from sample_protocol.identifiers import mask_identifier, validate_bin, validate_identifier
 
 from .errors import RuntimeInputError
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sample_protocol.catalogue import Catalogue, FieldSpec
-from sample_protocol.identifiers import identifier_mask
+from sample_protocol.identifier_columns import identifier_mask
 from sample_protocol.records import SampleManifest, SampleRequest, is_random_id
 
 from .errors import SampleRefused

@@ -1,4 +1,7 @@
-"""Kazakhstan IIN and BIN: validation, parsing, masking, synthetic generation and scanning.
+"""Kazakhstan IIN and BIN: validation, parsing, masking and scanning text.
+
+Generation of valid ones for synthetic data is in :mod:`.identifier_gen`; scanning whole
+columns (Arrow or numpy) in :mod:`.identifier_columns`.
 
 Both are 12 ASCII digits ending in a check digit: the first 11 digits weighted 1..11,
 summed, mod 11; if that gives 10, weights 3..11, 1, 2, mod 11; if that gives 10 again no
@@ -32,16 +35,14 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from .errors import IdentifierError, ValidationError
+from .errors import IdentifierError
 
 __all__ = [
     "BIN",
@@ -52,7 +53,6 @@ __all__ = [
     "check_digit",
     "contains_identifier",
     "find_identifiers",
-    "identifier_mask",
     "is_valid_bin",
     "is_valid_identifier",
     "is_valid_iin",
@@ -60,8 +60,6 @@ __all__ = [
     "parse_bin",
     "parse_identifier",
     "parse_iin",
-    "random_bins",
-    "random_iins",
     "validate_bin",
     "validate_identifier",
     "validate_iin",
@@ -74,7 +72,6 @@ _W2_NP = np.array(_W2, dtype=np.int32)
 _POW10 = 10 ** np.arange(11, -1, -1, dtype=np.int64)
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 _DIGIT_RUN = re.compile(r"[0-9]{12,}")
-_MAX_ROUNDS = 500
 _LONG_RUN = 64  # digit runs longer than this are checked with numpy, not window by window
 
 
@@ -404,195 +401,6 @@ def _valid_rows(d: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
     return np.asarray(ok & (iin | bin_))
 
 
-def _rows_to_str(d: npt.NDArray[Any]) -> npt.NDArray[np.str_]:
-    # '<U12' is 12 little-endian UCS-4 code points: build them directly (no per-item decode).
-    codepoints = np.ascontiguousarray(d, dtype="<u4") + np.uint32(48)
-    return codepoints.view("<U12").reshape(len(d))
-
-
-def _later_duplicates(codes: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-    """Positions that repeat a code seen earlier (the first occurrence is kept)."""
-    order = np.argsort(codes)
-    same = codes[order[1:]] == codes[order[:-1]]
-    if not same.any():
-        return np.zeros(0, dtype=np.intp)
-    candidates = np.union1d(order[1:][same], order[:-1][same])
-    _, first = np.unique(codes[candidates], return_index=True)
-    later = np.ones(candidates.size, dtype=bool)
-    later[first] = False
-    return candidates[later]
-
-
-def _fail(message: str) -> ValidationError:
-    return ValidationError(message, code="generation_argument")
-
-
-def _generate(
-    rng: np.random.Generator,
-    n: int,
-    unique: bool,
-    capacity: int,
-    draw: Callable[[int], npt.NDArray[np.int32]],
-    what: str,
-) -> npt.NDArray[np.str_]:
-    if not isinstance(rng, np.random.Generator):
-        raise _fail(f"{what}: expected rng to be a numpy.random.Generator, found {type(rng)}")
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-        raise _fail(f"{what}: expected n to be an integer >= 0, found {n!r}")
-    n = int(n)
-    if unique and n > capacity // 2:
-        raise ValidationError(
-            f"{what}: cannot draw {n} distinct identifiers: the requested ranges hold about "
-            f"{capacity}; widen them or pass unique=False",
-            code="generation_capacity",
-        )
-    out = _draw_checked(draw, n)
-    if not unique:
-        return _rows_to_str(out)
-    codes = out.astype(np.int64) @ _POW10
-    todo = _later_duplicates(codes)
-    if todo.size:
-        kept = np.ones(n, dtype=bool)
-        kept[todo] = False
-        seen = np.sort(codes[kept])
-    for _ in range(_MAX_ROUNDS):
-        if todo.size == 0:
-            return _rows_to_str(out)
-        rows = _draw_checked(draw, todo.size)
-        new = rows.astype(np.int64) @ _POW10
-        fresh = seen[np.minimum(np.searchsorted(seen, new), seen.size - 1)] != new
-        fresh[_later_duplicates(new)] = False
-        out[todo[fresh]] = rows[fresh]
-        added = np.sort(new[fresh])
-        seen = np.insert(seen, np.searchsorted(seen, added), added)
-        todo = todo[~fresh]
-    raise ValidationError(f"{what}: could not draw {n} identifiers", code="generation_capacity")
-
-
-def _draw_checked(draw: Callable[[int], npt.NDArray[np.int32]], k: int) -> npt.NDArray[np.int32]:
-    """``k`` rows with their check digit; rows for which none exists are drawn again."""
-    rows = draw(k)
-    todo = np.arange(k)
-    for _ in range(_MAX_ROUNDS):
-        part = rows[todo] if todo.size < k else rows
-        part[:, 11] = _check_digits(part[:, :11])
-        bad = part[:, 11] == 10
-        if todo.size < k:
-            rows[todo] = part
-        todo = todo[bad]
-        if todo.size == 0:
-            return rows
-        rows[todo] = draw(todo.size)
-    raise ValidationError(
-        "could not draw identifiers with a check digit", code="generation_capacity"
-    )
-
-
-def _year_range(years: tuple[int, int], lo: int, hi: int, name: str) -> tuple[int, int]:
-    try:
-        y0, y1 = (int(y) for y in years)
-    except (TypeError, ValueError):
-        raise _fail(f"{name}: expected (first_year, last_year), found {years!r}") from None
-    if not lo <= y0 <= y1 <= hi:
-        raise _fail(f"{name}: expected {lo} <= first <= last <= {hi}, found {years!r}")
-    return y0, y1
-
-
-def _put(rows: npt.NDArray[np.int32], col: int, width: int, values: npt.NDArray[Any]) -> None:
-    values = values.astype(np.int32)
-    for k in range(width - 1, -1, -1):
-        values, rows[:, col + k] = np.divmod(values, 10)
-
-
-def random_iins(
-    rng: np.random.Generator,
-    n: int,
-    *,
-    birth_years: tuple[int, int] = (1950, 2005),
-    unique: bool = True,
-) -> npt.NDArray[np.str_]:
-    """``n`` valid IINs (``'<U12'``), birth dates uniform over ``birth_years`` (inclusive).
-
-    >>> len(random_iins(np.random.default_rng(0), 3))
-    3
-    """
-    y0, y1 = _year_range(birth_years, 1800, 2099, "birth_years")
-    start = np.datetime64(f"{y0:04d}-01-01", "D")
-    days = np.arange(start, np.datetime64(f"{y1 + 1:04d}-01-01", "D"))
-    ndays = len(days)
-    months = days.astype("datetime64[M]")
-    year = months.astype("datetime64[Y]").astype(np.int32) + 1970
-    table = np.zeros((ndays, 7), dtype=np.int32)  # YYMMDD and the male century digit, per day
-    _put(table, 0, 2, year % 100)
-    _put(table, 2, 2, months.astype(np.int32) % 12 + 1)
-    _put(table, 4, 2, (days - months).astype(np.int32) + 1)
-    table[:, 6] = (year // 100 - 18) * 2 + 1
-
-    def draw(k: int) -> npt.NDArray[np.int32]:
-        rows = np.zeros((k, 12), dtype=np.int32)
-        rows[:, :7] = table[rng.integers(0, ndays, k)]
-        rows[:, 6] += rng.integers(0, 2, k, dtype=np.int32)
-        _put(rows, 7, 4, rng.integers(0, 10_000, k, dtype=np.int32))
-        return rows
-
-    return _generate(rng, n, unique, ndays * 2 * 10_000, draw, "random_iins")
-
-
-def _probs(
-    given: Mapping[Any, float] | None,
-    members: Sequence[enum.Enum],
-    default: Sequence[float],
-    name: str,
-) -> npt.NDArray[np.float64]:
-    if given is None:
-        return np.array(default, dtype=np.float64)
-    unknown = [k for k in given if k not in members]
-    if unknown:
-        allowed = ", ".join(str(m) for m in members)
-        raise _fail(f"{name}: expected keys among {allowed}, found {unknown!r}")
-    p = np.array([float(given.get(m, 0.0)) for m in members], dtype=np.float64)
-    if not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
-        raise _fail(f"{name}: expected non-negative probabilities summing to 1, found {p}")
-    return p
-
-
-def random_bins(
-    rng: np.random.Generator,
-    n: int,
-    *,
-    years: tuple[int, int] = (1995, 2026),
-    entity_type_probs: Mapping[EntityType, float] | None = None,
-    unit_probs: Mapping[UnitType, float] | None = None,
-    unique: bool = True,
-) -> npt.NDArray[np.str_]:
-    """``n`` valid BINs (``'<U12'``), registration month uniform over ``years`` (inclusive).
-
-    ``years`` must lie in 1990-2089 so that the two-digit year reads back the same.
-    Default mix: 90% resident, 3% non-resident, 7% joint IE; 85% head offices, 10%
-    branches, 3% representative offices, 2% peasant farms.
-    """
-    y0, y1 = _year_range(years, 1990, 2089, "years")
-    etypes, units = list(EntityType), list(UnitType)
-    pe = _probs(entity_type_probs, etypes, (0.90, 0.03, 0.07), "entity_type_probs")
-    pu = _probs(unit_probs, units, (0.85, 0.10, 0.03, 0.02), "unit_probs")
-    edigits = np.array([e.digit for e in etypes], dtype=np.int32)
-    udigits = np.array([u.digit for u in units], dtype=np.int32)
-    nmonths = (y1 - y0 + 1) * 12
-
-    def draw(k: int) -> npt.NDArray[np.int32]:
-        ym = rng.integers(0, nmonths, k, dtype=np.int32)
-        rows = np.zeros((k, 12), dtype=np.int32)
-        _put(rows, 0, 2, (y0 + ym // 12) % 100)
-        _put(rows, 2, 2, ym % 12 + 1)
-        rows[:, 4] = rng.choice(edigits, size=k, p=pe)
-        rows[:, 5] = rng.choice(udigits, size=k, p=pu)
-        _put(rows, 6, 5, rng.integers(0, 100_000, k, dtype=np.int32))
-        return rows
-
-    capacity = nmonths * int((pe > 0).sum()) * int((pu > 0).sum()) * 100_000
-    return _generate(rng, n, unique, capacity, draw, "random_bins")
-
-
 # --------------------------------------------------------------------------- scanning
 
 
@@ -630,116 +438,3 @@ def contains_identifier(text: str) -> bool:
     if not isinstance(text, str):
         return False
     return any(True for m in _DIGIT_RUN.finditer(text) for _ in _run_hits(m.group()))
-
-
-def _scan_python(value: object) -> bool:
-    if value is None or isinstance(value, bool):
-        return False
-    if isinstance(value, int | np.integer):
-        v = abs(int(value))
-        return is_valid_identifier(f"{v:012d}") if v < 10**12 else contains_identifier(str(v))
-    if isinstance(value, float | np.floating):
-        return bool(np.isfinite(value)) and _scan_python(int(value))
-    return contains_identifier(value if isinstance(value, str) else str(value))
-
-
-def _mask_numbers(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    out = np.zeros(len(values), dtype=bool)
-    if values.dtype.kind == "f":
-        valid = valid & np.isfinite(values) & (np.abs(values) < 2.0**62)
-        codes = np.abs(np.trunc(np.where(valid, values, 0.0))).astype(np.int64)
-    else:
-        codes = np.abs(values.astype(np.int64))
-        valid = valid & (codes >= 0)  # abs() of the most negative int64 stays negative
-    small = valid & (codes < 10**12)
-    d = (codes[small, None] // _POW10) % 10
-    out[small] = _valid_rows(d)
-    for i in np.flatnonzero(valid & ~small):
-        out[i] = contains_identifier(str(int(codes[i])))
-    return out
-
-
-def _mask_strings(arr: pa.Array) -> npt.NDArray[np.bool_]:
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = arr.cast(pa.large_string())
-    n = len(arr)
-    out = np.zeros(n, dtype=bool)
-    if n == 0 or arr.null_count == n:
-        return out
-    present = ~arr.is_null().to_numpy(zero_copy_only=False)
-    off_type = np.int32 if pa.types.is_string(arr.type) else np.int64
-    buffers = arr.buffers()
-    raw_offsets = np.frombuffer(buffers[1], dtype=off_type)[arr.offset : arr.offset + n + 1]
-    offsets: npt.NDArray[np.int64] = raw_offsets.astype(np.int64)
-    lengths = np.diff(offsets)  # in UTF-8 bytes: only all-ASCII values can be 12 digits
-    exact = np.flatnonzero(present & (lengths == 12))
-    if exact.size:
-        data = np.frombuffer(buffers[2], dtype=np.uint8)
-        starts = offsets[exact]
-        if starts[-1] - starts[0] == 12 * (exact.size - 1):  # contiguous: no copy needed
-            block = data[starts[0] : starts[0] + 12 * exact.size].reshape(-1, 12)
-        else:
-            block = data[starts[:, None] + np.arange(12)]
-        digits = block.astype(np.int32) - 48
-        all_digits = ((digits >= 0) & (digits <= 9)).all(axis=1)
-        out[exact] = all_digits & _valid_rows(digits)
-    longer = np.flatnonzero(present & (lengths > 12))
-    if longer.size:
-        sub = arr.take(pa.array(longer))
-        runs = pc.match_substring_regex(sub, r"[0-9]{12}").to_numpy(zero_copy_only=False)
-        texts = sub.filter(pa.array(runs)).to_pylist()
-        out[longer[runs]] = [contains_identifier(t) for t in texts]
-    return out
-
-
-def _mask_arrow(arr: pa.Array) -> npt.NDArray[np.bool_]:
-    t = arr.type
-    if pa.types.is_dictionary(t):
-        inner = _mask_arrow(arr.dictionary)
-        idx = arr.indices.to_numpy(zero_copy_only=False)
-        valid = ~arr.is_null().to_numpy(zero_copy_only=False)
-        return np.asarray(valid & inner[np.where(valid, idx, 0).astype(np.int64)])
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view":
-        return _mask_strings(arr)
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        valid = ~arr.is_null().to_numpy(zero_copy_only=False)
-        nums = arr if not pa.types.is_decimal(t) else arr.cast(pa.float64(), safe=False)
-        raw = nums.fill_null(0).to_numpy(zero_copy_only=False)
-        if pa.types.is_unsigned_integer(t):
-            raw = np.minimum(raw, np.iinfo(np.int64).max).astype(np.int64)
-        return _mask_numbers(raw, valid)
-    if pa.types.is_boolean(t) or pa.types.is_temporal(t) or pa.types.is_null(t):
-        return np.zeros(len(arr), dtype=bool)
-    raise IdentifierError(
-        f"identifier_mask: expected a text or numeric column, found Arrow type {t}",
-        code="identifier_type",
-    )
-
-
-def identifier_mask(
-    values: Sequence[object] | pa.Array | pa.ChunkedArray | npt.NDArray[Any],
-) -> npt.NDArray[np.bool_]:
-    """For each value, whether it holds a valid IIN or BIN (numpy bool array).
-
-    Text is scanned like :func:`find_identifiers` (exact 12-digit values are checked with
-    numpy; only values with a longer digit run go through Python). Integers and floats
-    are read as their integer part, zero-padded to 12 digits, since a leading-zero IIN
-    stored as a number loses its first digit. Nulls, booleans and dates are never
-    identifiers; other Arrow types (binary, nested) raise ``identifier_type``.
-    """
-    if isinstance(values, pa.Array | pa.ChunkedArray):
-        return _mask_column(values)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
-        numbers = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
-        return _mask_numbers(numbers, np.ones(len(values), dtype=bool))
-    try:
-        return _mask_column(pa.array(values if isinstance(values, np.ndarray) else list(values)))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError, IdentifierError):
-        return np.array([_scan_python(v) for v in values], dtype=bool)
-
-
-def _mask_column(values: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
-    if isinstance(values, pa.ChunkedArray):
-        parts = [_mask_arrow(c) for c in values.chunks]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
-    return _mask_arrow(values)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .. import identifiers
+from .. import identifier_gen
 from ..catalogue import SourceSpec
 from ._common import (
     I64,
@@ -78,7 +78,7 @@ def make_legal_entity(pop: Population, spec: SourceSpec) -> pa.Table:
     # heads: sham companies often share a nominee head
     nominee = pop.nominee_head[rows]
     n_pool = max(1, int(nominee.sum()) // 4)
-    head_ids = identifiers.random_iins(rng, m + n_pool, birth_years=(1950, 2000))
+    head_ids = identifier_gen.random_iins(rng, m + n_pool, birth_years=(1950, 2000))
     head_of = np.where(nominee, m + rng.integers(0, n_pool, m), np.arange(m))
     _, inverse, counts = np.unique(head_of, return_inverse=True, return_counts=True)
     head_count = counts[inverse]

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from .. import identifiers
+from .. import identifier_gen, identifiers
 from ._common import F64, I64, Bool, bern, choice, day_number, pois, sigmoid, stream
 from ._pools import REGIONS, SECTIONS
 
@@ -170,7 +170,7 @@ def _legal_entity_ids(
     for i, year in enumerate(range(FIRST_YEAR, AS_OF.year)):
         sel = order[bounds[i] : bounds[i + 1]]
         if sel.size:
-            ids[sel] = identifiers.random_bins(
+            ids[sel] = identifier_gen.random_bins(
                 rng,
                 int(sel.size),
                 years=(year, year),
@@ -192,7 +192,7 @@ def _entrepreneur_ids(
     rng: np.random.Generator, n: int, as_of_day: int
 ) -> tuple[np.ndarray, I64, Bool, I64]:
     """IINs of entrepreneurs: (ids, registration day, female, birth day)."""
-    ids = identifiers.random_iins(rng, n, birth_years=(1950, 2005))
+    ids = identifier_gen.random_iins(rng, n, birth_years=(1950, 2005))
     digits = digit_matrix(ids)
     century_sex = _digits(digits, 6, 7)
     female = century_sex % 2 == 0

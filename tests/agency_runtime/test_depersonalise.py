@@ -19,7 +19,7 @@ from agency_runtime.depersonalise import (
     source_depersonalisation_plan,
 )
 from agency_runtime.errors import RuntimeInputError, RuntimeRefused
-from sample_protocol import identifiers
+from sample_protocol import identifier_gen
 from sample_protocol.catalogue import SOURCES, get_source
 from sample_protocol.records import DepersonalisationReport, is_random_id, new_random_ids
 
@@ -29,7 +29,7 @@ N = 400
 def _sample(n: int = N, seed: int = 5) -> pa.Table:
     """A body's table after the random-ID join: the BIN is still there, as at the owner."""
     rng = np.random.default_rng(seed)
-    bins = [str(b) for b in identifiers.random_bins(rng, n)]
+    bins = [str(b) for b in identifier_gen.random_bins(rng, n)]
     base = dt.date(2005, 1, 1)
     days = rng.integers(0, 6000, n)
     return pa.table(

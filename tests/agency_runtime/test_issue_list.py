@@ -25,7 +25,7 @@ from agency_runtime.sample_round import (
 from sample_protocol.audit import AuditLog
 from sample_protocol.envelope import open_file
 from sample_protocol.errors import EnvelopeError, SignatureError, TrustError
-from sample_protocol.identifiers import identifier_mask
+from sample_protocol.identifier_columns import identifier_mask
 from sample_protocol.records import RandomIdList, is_random_id
 from sample_protocol.signing import signature_path
 

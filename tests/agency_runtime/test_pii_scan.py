@@ -21,7 +21,7 @@ from agency_runtime._pii_scan import (
     scan_values,
     unscannable_columns,
 )
-from sample_protocol import identifiers
+from sample_protocol import identifier_columns, identifier_gen, identifiers
 from sample_protocol.records import new_random_ids
 
 RNG_SEED = 20260
@@ -245,8 +245,8 @@ def test_twelve_digit_numbers_failing_the_check_digit_are_not_flagged():
 
 def _valid_ids(seed: int, n: int) -> list[str]:
     rng = np.random.default_rng(seed)
-    iins = list(identifiers.random_iins(rng, n))
-    bins = list(identifiers.random_bins(rng, n))
+    iins = list(identifier_gen.random_iins(rng, n))
+    bins = list(identifier_gen.random_bins(rng, n))
     return [str(x) for x in iins + bins]
 
 
@@ -294,14 +294,14 @@ def test_float_column_of_identifiers_is_a_leak_but_amounts_are_not():
     # amounts whose integer part happens to read as an identifier now and then
     rng = np.random.default_rng(RNG_SEED)
     amounts = np.round(rng.uniform(1e8, 1e12, 2000))
-    assert identifiers.identifier_mask(amounts).any(), "the example needs a few such amounts"
+    assert identifier_columns.identifier_mask(amounts).any(), "the example needs a few such amounts"
     column = pa.array(np.concatenate([amounts, [float(x) for x in ids[:10]]]))
     assert share_below(column, FLOAT_IDENTIFIER_SHARE)
     assert not any(m.any() for m in scan_values(column).values())
 
 
 def share_below(column: pa.Array, share: float) -> bool:
-    return identifiers.identifier_mask(column).mean() < share
+    return identifier_columns.identifier_mask(column).mean() < share
 
 
 def test_small_integers_are_not_identifiers():

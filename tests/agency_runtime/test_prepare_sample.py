@@ -27,7 +27,8 @@ from agency_runtime.sample_round import (
 from sample_protocol.audit import AuditLog
 from sample_protocol.envelope import open_file, seal
 from sample_protocol.errors import EnvelopeError, TrustError
-from sample_protocol.identifiers import identifier_mask, is_valid_bin
+from sample_protocol.identifier_columns import identifier_mask
+from sample_protocol.identifiers import is_valid_bin
 from sample_protocol.records import RandomIdList, SampleManifest, new_random_ids, sha256_bytes
 from sample_protocol.synthetic import INDEX_IDS
 

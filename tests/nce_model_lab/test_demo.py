@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from nce_model_lab.cli import app
 from nce_model_lab.demo import run_demo
 from nce_model_lab.errors import LabError
-from sample_protocol.identifiers import identifier_mask
+from sample_protocol.identifier_columns import identifier_mask
 from sample_protocol.records import is_random_id
 
 runner = CliRunner()

@@ -31,7 +31,7 @@ from nce_model_lab.training_table import build_training_table
 from sample_protocol.audit import verify_log
 from sample_protocol.catalogue import get_source, index_ids
 from sample_protocol.envelope import seal
-from sample_protocol.identifiers import identifier_mask
+from sample_protocol.identifier_columns import identifier_mask
 from sample_protocol.keys import PublicKey, SecretKey, generate_keypair
 from sample_protocol.records import (
     SampleManifest,

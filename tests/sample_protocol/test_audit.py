@@ -295,9 +295,7 @@ def test_any_tamper_is_detected_at_the_first_broken_line(
     tampered = b"".join(lines)
     assert tampered != b"".join(original)
     path.write_bytes(tampered)
-    first_diff = _first_difference(
-        b"".join(original).split(b"\n"), tampered.split(b"\n")
-    )
+    first_diff = _first_difference(b"".join(original).split(b"\n"), tampered.split(b"\n"))
 
     try:
         verify_log(path)

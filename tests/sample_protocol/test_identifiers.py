@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sample_protocol.errors import IdentifierError, ValidationError
+from sample_protocol.identifier_columns import identifier_mask
+from sample_protocol.identifier_gen import random_bins, random_iins
 from sample_protocol.identifiers import (
     BIN,
     IIN,
@@ -19,7 +21,6 @@ from sample_protocol.identifiers import (
     check_digit,
     contains_identifier,
     find_identifiers,
-    identifier_mask,
     is_valid_bin,
     is_valid_identifier,
     is_valid_iin,
@@ -27,8 +28,6 @@ from sample_protocol.identifiers import (
     parse_bin,
     parse_identifier,
     parse_iin,
-    random_bins,
-    random_iins,
     validate_bin,
     validate_identifier,
     validate_iin,

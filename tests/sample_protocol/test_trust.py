@@ -41,7 +41,9 @@ def parties() -> list[Party]:
         Party(name="nce-lab", role=Role.LAB, sources=(), key=LAB.public),
         Party(name="tax-body", role=Role.TAX_BODY, sources=("TAX",), key=TAX.public),
         Party(
-            name="stats-bureau", role=Role.BODY, sources=("STATS", "LEGAL_ENTITY"),
+            name="stats-bureau",
+            role=Role.BODY,
+            sources=("STATS", "LEGAL_ENTITY"),
             key=STATS.public,
         ),
         Party(name="register", role=Role.REGISTER, sources=(), key=REGISTER.public),
