@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/nce-lab demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check sample_protocol nce_model_lab agency_runtime registry_combiner tests benchmarks
+	$(BIN)/ruff check sample_protocol nce_model_lab agency_runtime registry_combiner tests benchmarks tools
 	$(BIN)/mypy
 
 test: $(STAMP) minisign lint

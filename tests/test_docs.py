@@ -47,3 +47,14 @@ def test_readme_console_examples_run(tmp_path):
                 ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
             )
             assert result.returncode == 0, f"README example failed: {command}\n{result.stderr}"
+
+
+def test_cli_reference_is_current():
+    """docs/cli.md is what `python tools/cli_reference.py` writes today."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import cli_reference
+    finally:
+        sys.path.pop(0)
+    current = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert current == cli_reference.render(), "run `python tools/cli_reference.py`"
