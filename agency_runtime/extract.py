@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +126,32 @@ def _row_text(row: int, fmt: str) -> str:
     return f"row {row + 1}" + (f" (line {row + 2})" if fmt == "csv" else "")
 
 
+_PLAIN_WORD = re.compile(
+    r"[a-z_ ]{1,24}|[A-Z_ ]{1,24}|[0-9]{1,8}(\.[0-9]+)?|-[0-9]{1,8}(\.[0-9]+)?"
+)
+
+
 def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
+    """Describe a bad cell without leaking personal data into a message or a log.
+
+    Extract cells may hold IINs, names or addresses (a shifted CSV column is an ordinary
+    mistake), so a value is shown only when it is plainly not personal: a short number
+    (under 9 digits), or a one-case ASCII word such as a category code. Anything else is
+    described by its kind and length, with a long digit run masked.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return repr(value)
+    text = str(value)
+    if isinstance(value, int | float) and _PLAIN_WORD.fullmatch(text):
+        return text
+    if isinstance(value, str) and _PLAIN_WORD.fullmatch(text):
+        return repr(text)
+    if isinstance(value, int | float):
+        whole = str(abs(int(value))) if math.isfinite(value) else text
+        return f"a {len(whole)}-digit number ({mask_identifier(whole)})"
+    return f"a text of {len(text)} characters (not shown: it may be personal data)"
 
 
 # -- types ---------------------------------------------------------------------------

@@ -235,6 +235,7 @@ def prepare_sample(
         request = verified.request
         scope.subject = request.request_id
         say(f"request {request.request_id}: signed by {verified.signer.name}, verified")
+        spec = get_source(code)  # an unknown code is a typo (exit 2), not a refusal
         body = trust.require_signer(key.key_id, roles={Role.BODY, Role.TAX_BODY}, source=code)
         if body.name not in request.recipients:
             raise RuntimeRefused(
@@ -242,7 +243,6 @@ def prepare_sample(
                 f"recipients ({', '.join(request.recipients)})",
                 code="not_a_recipient",
             )
-        spec = get_source(code)
         fields = _requested_fields(request, spec)
         target_k = request.k_anonymity
         if k is not None:
@@ -253,6 +253,13 @@ def prepare_sample(
                     code="bad_k",
                 )
             target_k = k
+        if outcomes is None and code == "TAX" and body.role is Role.TAX_BODY:
+            raise RuntimeInputError(
+                "--outcomes: the tax body's TAX sample carries the training targets; expected "
+                "the outcomes file (bin + outcome_<index> columns), found none (the lab "
+                "would refuse the sample without them)",
+                code="outcomes_missing",
+            )
         if outcomes is not None and (code != "TAX" or body.role is not Role.TAX_BODY):
             raise RuntimeInputError(
                 f"--outcomes: only the tax body's TAX sample carries outcomes; this is "

@@ -39,6 +39,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -288,6 +289,23 @@ def _commit(staged: _Staged, payload: bytes, labdir: LabDir, now: dt.datetime) -
 # -- the whole batch -----------------------------------------------------------------
 
 
+def _stage_or_refuse(path: Path, **kwargs: Any) -> tuple[_Staged, bytes]:
+    """:func:`_stage`, where anything unexpected about a file is a refusal, not a crash.
+
+    A hostile sender can craft an envelope that breaks a parser in ways no check foresaw;
+    failing closed means refusing that file (and logging it), not aborting the batch.
+    """
+    try:
+        return _stage(path, **kwargs)
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        raise SampleRefused(
+            f"{path}: not a readable sample ({type(exc).__name__}); refused",
+            code="sample_malformed",
+        ) from exc
+
+
 def ingest_samples(
     files: Iterable[str | os.PathLike[str]],
     *,
@@ -314,7 +332,7 @@ def ingest_samples(
         when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
         context: dict[str, str] = {}
         try:
-            staged, payload = _stage(
+            staged, payload = _stage_or_refuse(
                 path,
                 lab_key=lab_key,
                 trust=trust,

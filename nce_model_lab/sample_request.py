@@ -248,6 +248,14 @@ def create_sample_request(
             "(features describe entities on that date, outcomes follow it)",
             code="bad_option",
         )
+    horizon_end = _minus_months(observed, -horizon_months)
+    if horizon_end > sent:
+        raise LabError(
+            f"as-of date {observed}: expected at least {horizon_months} months before the "
+            f"sending date {sent}, so that every outcome of the horizon (to {horizon_end}) "
+            "is already known; found a horizon still open",
+            code="horizon_open",
+        )
     items = request_fields(sources, fields, catalogue)
     expected = _recipients(trust, (s.source for s in items))
     due = deadline(sent, ANSWER_BUSINESS_DAYS, calendar)

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sample_protocol import _atomic
+from sample_protocol.catalogue import get_source
 from sample_protocol.records import sha256_file
 from sample_protocol.serde import Record
 
@@ -126,9 +127,28 @@ def build_training_table(
     *,
     registry: LabRegistry | None = None,
 ) -> Coverage:
-    """(Re)write the training table of ``request_id`` from its accepted samples."""
+    """(Re)write the training table of ``request_id`` from its accepted samples.
+
+    Runs under the lab directory's lock, so that two ingests finishing together cannot
+    leave a table that misses a sample the registry says was accepted.
+    """
     labdir = LabDir(lab_dir)
-    reg = registry or labdir.read_registry()
+    with labdir._locked():
+        return _build(labdir, request_id, registry or labdir.read_registry())
+
+
+def _concrete_types(table: pa.Table, source: str) -> pa.Table:
+    """Give all-null columns (Arrow type ``null``) their contract type, so joins work."""
+    spec = get_source(source)
+    names = set(spec.field_names())
+    for i, fld in enumerate(table.schema):
+        if pa.types.is_null(fld.type):
+            target = spec.field(fld.name).arrow_type() if fld.name in names else pa.float64()
+            table = table.set_column(i, fld.name, table.column(i).cast(target))
+    return table
+
+
+def _build(labdir: LabDir, request_id: str, reg: LabRegistry) -> Coverage:
     entry = reg.requests.get(request_id)
     if entry is None:
         raise LabError(
@@ -149,7 +169,7 @@ def build_training_table(
                 f"sha256 {sample.sha256}, found {found}); refusing to use it",
                 code="lab_sample_changed",
             )
-        tables[source] = pq.read_table(path)
+        tables[source] = _concrete_types(pq.read_table(path), source)
     table, rows, complete = join_samples(tables)
     target = labdir.training_path(request_id)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -269,13 +269,18 @@ def check_sha256(where: str, value: str) -> None:
         fail(where, "a SHA-256 of 64 lower-case hex digits", value)
 
 
-def check_unique(where: str, values: Iterable[object]) -> None:
-    """No value listed twice."""
-    seen: set[object] = set()
-    for value in values:
+def check_unique(where: str, values: Iterable[object], *, personal: bool = False) -> None:
+    """No value listed twice; a ``personal`` value (an IIN/BIN) is named by position only."""
+    seen: dict[object, int] = {}
+    for i, value in enumerate(values):
         if value in seen:
-            fail(where, "no duplicates", f"{_short(value)} listed twice")
-        seen.add(value)
+            shown = (
+                f"items {seen[value]} and {i} are the same"
+                if personal
+                else f"{_short(value)} listed twice"
+            )
+            fail(where, "no duplicates", shown)
+        seen[value] = i
 
 
 def check_min(where: str, value: int | float, low: int | float) -> None:

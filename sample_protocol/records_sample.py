@@ -150,7 +150,8 @@ class RandomIdList(Record):
             )
         for i, ident in enumerate(self.identifiers):
             if not _IDENTIFIER_RE.fullmatch(ident):
-                fail(f"{where}.identifiers[{i}]", "a 12-digit BIN/IIN", ident)
+                shown = f"{len(ident)} characters" if len(ident) != 12 else "a non-digit"
+                fail(f"{where}.identifiers[{i}]", "a 12-digit BIN/IIN", shown)
         for i, rid in enumerate(self.random_ids):
             if not is_random_id(rid):
                 fail(
@@ -159,7 +160,7 @@ class RandomIdList(Record):
                     rid,
                     code=CODE_RANDOM_ID,
                 )
-        check_unique(f"{where}.identifiers", self.identifiers)
+        check_unique(f"{where}.identifiers", self.identifiers, personal=True)
         check_unique(f"{where}.random_ids", self.random_ids)
 
     def mapping(self) -> dict[str, str]:

@@ -254,4 +254,9 @@ class Record:
             raise SerdeError(f"{where}: {exc}") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too-long integers
             raise SerdeError(f"{where}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, where=where)
+        except RecursionError:  # hostile nesting ([[[[...]]]]) must be a refusal, not a crash
+            raise SerdeError(f"{where}: JSON nested too deeply") from None
+        try:
+            return cls.from_dict(data, where=where)
+        except RecursionError:
+            raise SerdeError(f"{where}: record nested too deeply") from None

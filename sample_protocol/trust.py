@@ -76,6 +76,9 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_PARTY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 class Role(enum.StrEnum):
     """What a party is allowed to sign."""
 
@@ -100,8 +103,11 @@ class Party(Record):
     def validate(self) -> None:
         where = f"party {self.name!r}"
         problem = None
-        if not self.name or self.name != self.name.strip():
-            problem = "expected a non-empty name without surrounding spaces"
+        if not _PARTY_NAME_RE.fullmatch(self.name):
+            problem = (
+                "expected a name of 1-64 letters, digits, '.', '_' or '-' starting with a "
+                "letter or digit (it names files)"
+            )
         elif bad := [s for s in self.sources if not _SOURCE_RE.match(s)]:
             problem = f"source code {bad[0]!r} is not an upper-case code like 'TAX'"
         elif len(set(self.sources)) != len(self.sources):

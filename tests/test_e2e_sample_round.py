@@ -54,7 +54,7 @@ def test_whole_round_through_the_clis(tmp_path):
     out = run(
         "nce-lab", "sample", "request", "--key", world.key(LAB), *common,
         "--lab-dir", lab, "--out", tmp_path / "outbox", "--size", SIZE,
-        "--as-of", "2025-01-01", "--sent-on", "2025-03-03", "--json",
+        "--as-of", "2024-01-01", "--sent-on", "2025-03-03", "--json",
     )  # fmt: skip
     sent = json.loads(out.stdout)
     request = Path(sent["file"])

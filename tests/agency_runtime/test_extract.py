@@ -288,3 +288,13 @@ def test_row_numbers_do_not_depend_on_batching(
     with pytest.raises(RuntimeInputError) as err:
         read_extract(path, "STATS", fields=["kato"], batch_size=batch)
     assert f"row {min(rows) + 1}:" in str(err.value)
+
+
+def test_bad_cells_are_described_without_personal_data():
+    from agency_runtime.extract import _short
+
+    assert _short(960101300127) == "a 12-digit number (********0127)"
+    assert "960101300127" not in _short("Иванов 960101300127")
+    assert "Ivanov" not in _short("Ivanov")
+    assert _short("SIMPLIFIED") == "'SIMPLIFIED'"  # a category code is shown
+    assert _short(75) == "75"  # so is a small count

@@ -26,7 +26,7 @@ from agency_runtime.sample_round import (
 )
 from sample_protocol.audit import AuditLog
 from sample_protocol.envelope import open_file, seal
-from sample_protocol.errors import EnvelopeError, TrustError
+from sample_protocol.errors import EnvelopeError, ProtocolError, TrustError
 from sample_protocol.identifier_columns import identifier_mask
 from sample_protocol.identifiers import is_valid_bin
 from sample_protocol.records import RandomIdList, SampleManifest, new_random_ids, sha256_bytes
@@ -365,10 +365,28 @@ def test_leaked_identifier_in_a_free_text_field_is_refused(world: World, tmp_pat
     notes = pa.array([f"BIN {leaked}"] * table.num_rows)
     pq.write_table(table.set_column(i, "tax_office_code", notes), tmp_path / "TAX.parquet")
     with pytest.raises(DepersonalisationRefused) as err:
-        _prepare(world, rnd, TAX_BODY, "TAX", tmp_path / "out", extract=tmp_path / "TAX.parquet")
+        _prepare(world, rnd, TAX_BODY, "TAX", tmp_path / "out", extract=tmp_path / "TAX.parquet",
+                 outcomes=world.outcomes)  # fmt: skip
     assert err.value.code == "leak_iin_bin" and err.value.exit_code == 3
     assert "'tax_office_code'" in str(err.value) and leaked not in str(err.value)
     assert _nothing_written(tmp_path / "out")
     _, outcome, details = _last_audit(world, TAX_BODY)
     assert outcome == "refused" and details["code"] == "leak_iin_bin"
     assert leaked not in json.dumps(details)
+
+
+def test_tax_sample_without_outcomes_is_bad_input(world: World, tmp_path: Path) -> None:
+    """The lab would refuse a TAX sample without targets: say so at the body (exit 2)."""
+    rnd = _new_round(world, tmp_path / "lists", sample_size=200)
+    with pytest.raises(RuntimeInputError) as err:
+        _prepare(world, rnd, TAX_BODY, "TAX", tmp_path / "out")
+    assert err.value.code == "outcomes_missing" and err.value.exit_code == 2
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_unknown_source_code_is_bad_input_not_a_refusal(world: World, tmp_path: Path) -> None:
+    rnd = _new_round(world, tmp_path / "lists", sample_size=200)
+    with pytest.raises(ProtocolError) as err:
+        _prepare(world, rnd, TAX_BODY, "STAT", tmp_path / "out")
+    assert err.value.exit_code == 2
+    assert "STAT" in str(err.value)

@@ -50,7 +50,7 @@ def test_request_json(world, tmp_path):
 
 
 def test_request_text(world, tmp_path):
-    result = runner.invoke(app, request_args(world, tmp_path, "--as-of", "2025-01-01"))
+    result = runner.invoke(app, request_args(world, tmp_path, "--as-of", "2024-01-01"))
     assert result.exit_code == 0, result.output
     assert "due 2025-03-18 (10 business days, Kazakhstan calendar)" in result.stdout
     assert "send it to tax-body, court-body, stats-body" in result.stdout
@@ -62,6 +62,7 @@ def test_request_text(world, tmp_path):
         (["--size", "0"], "bad_option", "sample size"),
         (["--sent-on", "2025-13-01"], "bad_option", "--sent-on"),
         (["--as-of", "2025-04-01"], "bad_option", "as-of"),
+        (["--as-of", "2024-12-01"], "horizon_open", "horizon still open"),
         (["--k", "1"], "bad_option", "k-anonymity"),
         (["--sources", "NOPE"], "unknown_source", "NOPE"),
     ],

@@ -96,7 +96,7 @@ def new_round(
         sources=requested or world.sources,
         sample_size=size,
         sent_on=sent_on,
-        as_of=dt.date(2025, 1, 1),
+        as_of=dt.date(2024, 1, 1),
     )
     bins = world.economy.sources["TAX"]["bin"].to_pylist()
     drawn = np.random.default_rng(11).choice(len(bins), size=size, replace=False)
@@ -605,3 +605,42 @@ def test_changed_stored_sample_is_not_joined(rnd):
     with pytest.raises(LabError) as err:
         build_training_table(rnd.lab, rnd.request.request_id)
     assert err.value.code == "lab_sample_changed" and str(stored) in str(err.value)
+
+
+def test_an_all_null_column_is_accepted_and_joined(rnd):
+    """A field no listed entity has arrives as Arrow type null; the join must still work."""
+
+    def blank(table):
+        from sample_protocol.catalogue import get_source
+
+        spec = get_source("STATS")
+        name = next(
+            n for n in table.column_names if n in spec.field_names() and spec.field(n).nullable
+        )
+        i = table.column_names.index(name)
+        return table.set_column(i, name, pa.nulls(table.num_rows))
+
+    files = [make_sample(rnd, "STATS", transform=blank), make_sample(rnd, "TAX")]
+    result = ingest(rnd, *files)
+    assert [o.code for o in result.outcomes] == ["accepted", "accepted"]
+    training = pq.read_table(LabDir(rnd.lab).training_path(rnd.request.request_id))
+    assert training.num_rows == SIZE
+
+
+def test_an_unexpected_parser_failure_refuses_that_file_only(rnd, monkeypatch):
+    import nce_model_lab.sample_ingest as ingest_module
+
+    real_stage = ingest_module._stage
+    bad = make_sample(rnd, "STATS")
+    good = make_sample(rnd, "TAX")
+
+    def stage(path, **kwargs):
+        if path == bad:
+            raise RecursionError("crafted nesting")
+        return real_stage(path, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "_stage", stage)
+    result = ingest(rnd, bad, good)
+    assert [o.code for o in result.outcomes] == ["sample_malformed", "accepted"]
+    log = (rnd.lab / "audit.log").read_text()
+    assert "sample_malformed" in log

@@ -116,6 +116,7 @@ def test_fields_file_limits_the_fields(world, tmp_path):
         ({"horizon_months": 0}, "bad_option", "horizon"),
         ({"k_anonymity": 1}, "bad_option", "k-anonymity"),
         ({"as_of": dt.date(2025, 4, 1)}, "bad_option", "2025-04-01"),
+        ({"as_of": dt.date(2024, 6, 1)}, "horizon_open", "horizon still open"),
         ({"sources": ["NOPE"]}, "unknown_source", "NOPE"),
         ({"fields": {"TAX": ["no_such_field"]}}, "unknown_field", "no_such_field"),
         (

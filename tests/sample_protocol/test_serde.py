@@ -334,3 +334,13 @@ def test_encode_value_shapes():
     assert encode_value({1: Inner("a", dt.date(2026, 1, 1))}) == {
         "1": {"kind": "Inner", "name": "a", "when": "2026-01-01"}
     }
+
+
+def test_hostile_nesting_is_a_serde_error_not_a_crash():
+    from sample_protocol.errors import SerdeError
+    from sample_protocol.records import SampleRequest
+
+    deep = "[" * 200_000 + "]" * 200_000
+    with pytest.raises(SerdeError) as err:
+        SampleRequest.from_json(deep)
+    assert "nested too deeply" in str(err.value)

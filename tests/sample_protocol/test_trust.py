@@ -472,3 +472,14 @@ def test_corrupt_state_fails_closed(tmp_path: Path, content: bytes) -> None:
         MonotonicCounter(path).check_and_advance("trust_root", 1, what="trust root")
     assert err.value.code == "trust_state_corrupt" and str(path) in str(err.value)
     assert path.read_bytes() == content  # never silently reset
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", " lab", "x" * 65, ".hidden"])
+def test_party_names_that_could_name_files_elsewhere_are_refused(name):
+    from sample_protocol.keys import generate_keypair
+    from sample_protocol.trust import Party, Role
+
+    party = Party(name=name, role=Role.BODY, sources=("STATS",), key=generate_keypair("k").public)
+    with pytest.raises(ValidationError) as err:
+        party.validate()
+    assert err.value.code == "trust_bad_party"
