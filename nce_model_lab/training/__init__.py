@@ -1,0 +1,1 @@
+"""Training: per-source preliminary models, combiners, the pooled baseline (issue 6)."""

@@ -1,0 +1,363 @@
+"""Feature encoding shared by the lab (training) and the bodies (scoring): numpy and pyarrow only.
+
+A :class:`FeatureSpec` lists, per output column of the float32 model matrix, the source
+and field it comes from, its kind and its encoding. The lab fits it on the training table
+(:func:`fit_source_features`) and ships it with the model; a body replays exactly the
+same encoding inside its perimeter with :meth:`FeatureSpec.transform`. No row is ever
+dropped: a missing value becomes NaN (the models handle NaN).
+
+Encodings:
+
+- ``numeric``: the value as float32; null → NaN.
+- ``bool``: 1.0 / 0.0; null → NaN.
+- ``date``: months since 2000-01 (:data:`EPOCH_YEAR`), from a date column or from a
+  generalised string ``YYYY-MM-DD``, ``YYYY-MM``, ``YYYY-Qn`` (middle month of the quarter)
+  or ``YYYY`` (middle of the year); ``*`` (suppressed) and null → NaN.
+- ``category``: the ordinal code of the value by training-set frequency (most frequent
+  0, then 1, ...; ties by value); values rarer than ``min_share`` at training and values
+  never seen share the code ``len(categories)``; null and ``*`` → NaN.
+
+A column is looked up as ``SOURCE__field`` (the lab's training table) or, failing that,
+as ``field`` (a body's own table).
+
+>>> import pyarrow as pa
+>>> from sample_protocol.catalogue import get_source
+>>> t = pa.table({"STATS__size_class": ["micro", "micro", "small", None]})
+>>> spec = fit_source_features(t, get_source("STATS"))
+>>> [c.encoding.value for c in spec.columns], spec.transform(t)[:, 0].tolist()
+(['category'], [0.0, 0.0, 1.0, nan])
+>>> FeatureSpec.from_json(spec.to_json()) == spec
+True
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .catalogue import SourceSpec
+from .errors import ValidationError
+from .serde import Record
+
+__all__ = [
+    "DEFAULT_MIN_SHARE",
+    "EPOCH_YEAR",
+    "SEPARATOR",
+    "SUPPRESSED",
+    "FeatureColumn",
+    "FeatureKind",
+    "FeatureSpec",
+    "concat_specs",
+    "date_string_to_months",
+    "fit_source_features",
+]
+
+#: Dates are encoded as months since January of this year.
+EPOCH_YEAR = 2000
+#: A category seen in less than this share of training rows shares the "other" code.
+DEFAULT_MIN_SHARE = 0.01
+#: Between the source code and the field name in the lab's training table.
+SEPARATOR = "__"
+#: The value depersonalisation writes for a suppressed cell.
+SUPPRESSED = "*"
+
+_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
+_YEAR = re.compile(r"^(\d{4})$")
+
+Matrix = npt.NDArray[np.float32]
+
+
+class FeatureKind(enum.StrEnum):
+    """How one column is encoded."""
+
+    NUMERIC = "numeric"
+    DATE = "date"
+    CATEGORY = "category"
+    BOOL = "bool"
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureColumn(Record):
+    """One output column: where it comes from and how it is encoded.
+
+    ``categories`` (category kind only): the frequent training values, the code of each
+    being its position; every other value gets ``len(categories)``.
+    """
+
+    source: str
+    field: str
+    encoding: FeatureKind
+    categories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.encoding is not FeatureKind.CATEGORY and self.categories:
+            raise ValidationError(
+                f"feature {self.name}: 'categories' applies to category features only, "
+                f"found it on a {self.encoding.value} feature",
+                code="bad_feature_spec",
+            )
+        if len(set(self.categories)) != len(self.categories):
+            raise ValidationError(
+                f"feature {self.name}: categories must be unique, found {list(self.categories)}",
+                code="bad_feature_spec",
+            )
+
+    @property
+    def name(self) -> str:
+        """``SOURCE__field``."""
+        return f"{self.source}{SEPARATOR}{self.field}"
+
+    @property
+    def other_code(self) -> int:
+        """The code shared by rare and unseen categories."""
+        return len(self.categories)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec(Record):
+    """The ordered output columns of a model's input matrix."""
+
+    columns: tuple[FeatureColumn, ...]
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        names = [c.name for c in self.columns]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValidationError(
+                f"feature spec: column(s) listed twice: {', '.join(dup)}",
+                code="bad_feature_spec",
+            )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """``SOURCE__field`` of every output column, in order."""
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The sources the columns come from, in first-seen order."""
+        return tuple(dict.fromkeys(c.source for c in self.columns))
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def transform(self, table: pa.Table, *, allow_missing: bool = False) -> Matrix:
+        """The float32 matrix ``[table.num_rows, len(self)]``, one row per table row.
+
+        A column absent from ``table`` raises :class:`ValidationError` (code
+        ``missing_feature_column``), or becomes all NaN with ``allow_missing=True``.
+        """
+        out = np.full((table.num_rows, len(self.columns)), np.nan, dtype=np.float32)
+        for j, col in enumerate(self.columns):
+            array = _find_column(table, col)
+            if array is None:
+                if allow_missing:
+                    continue
+                raise ValidationError(
+                    f"feature {col.name}: expected a column {col.name!r} or {col.field!r} in "
+                    f"the table, found none (columns: {', '.join(table.column_names[:20])})",
+                    code="missing_feature_column",
+                )
+            out[:, j] = _encode(array, col)
+        return out
+
+
+def concat_specs(specs: Iterable[FeatureSpec]) -> FeatureSpec:
+    """One spec with the columns of ``specs`` in order."""
+    return FeatureSpec(columns=tuple(c for s in specs for c in s.columns))
+
+
+def _find_column(table: pa.Table, col: FeatureColumn) -> pa.ChunkedArray | None:
+    names = table.column_names
+    for name in (col.name, col.field):
+        if name in names:
+            return table[name]
+    return None
+
+
+def _is_string(tp: pa.DataType) -> bool:
+    return bool(pa.types.is_string(tp) or pa.types.is_large_string(tp))
+
+
+def _kind_of(tp: pa.DataType, catalogue_dtype: str) -> FeatureKind:
+    if pa.types.is_dictionary(tp):
+        tp = tp.value_type
+    if pa.types.is_boolean(tp):
+        return FeatureKind.BOOL
+    if pa.types.is_date(tp) or pa.types.is_timestamp(tp):
+        return FeatureKind.DATE
+    if pa.types.is_integer(tp) or pa.types.is_floating(tp) or pa.types.is_null(tp):
+        return FeatureKind.NUMERIC
+    if _is_string(tp):
+        return FeatureKind.DATE if catalogue_dtype == "date32" else FeatureKind.CATEGORY
+    raise ValidationError(
+        f"expected a bool, number, date or string column, found {tp}", code="bad_feature_type"
+    )
+
+
+def date_string_to_months(text: str) -> float:
+    """Months since 2000-01 of a (generalised) date string; NaN for ``*`` or empty.
+
+    >>> [date_string_to_months(s) for s in ("2001-02", "2000-Q2", "*")]
+    [13.0, 4.0, nan]
+    """
+    s = text.strip()
+    if s in ("", SUPPRESSED):
+        return math.nan
+    for pattern, month in ((_DAY, None), (_MONTH, None), (_QUARTER, "q"), (_YEAR, "y")):
+        m = pattern.match(s)
+        if m is None:
+            continue
+        year = int(m.group(1))
+        if month is None:
+            mon = int(m.group(2))
+            if not 1 <= mon <= 12:
+                break
+            offset = float(mon - 1)
+        elif month == "q":
+            offset = 3.0 * (int(m.group(2)) - 1) + 1.0
+        else:
+            offset = 5.5
+        return (year - EPOCH_YEAR) * 12.0 + offset
+    raise ValidationError(
+        f"expected a date like 2023-07-15, 2023-07, 2023-Q3, 2023 or '*', found {text!r}",
+        code="bad_date_string",
+    )
+
+
+def _dictionary(array: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], list[str | None]]:
+    """Per row the index into a list of distinct string values (-1 for null)."""
+    encoded = pc.dictionary_encode(array.combine_chunks())
+    indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return indices, encoded.dictionary.to_pylist()
+
+
+def _lookup(indices: npt.NDArray[np.int64], values: Sequence[float]) -> Matrix:
+    table = np.append(np.asarray(values, dtype=np.float32), np.float32(np.nan))
+    out: Matrix = table[np.where(indices < 0, len(values), indices)]
+    return out
+
+
+def _as_strings(array: pa.ChunkedArray, col: FeatureColumn) -> pa.ChunkedArray:
+    tp = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(tp)
+    if _is_string(tp):
+        return array
+    try:
+        return array.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise ValidationError(
+            f"feature {col.name}: expected a string column, found {tp}",
+            code="bad_feature_type",
+        ) from None
+
+
+def _encode(array: pa.ChunkedArray, col: FeatureColumn) -> Matrix:
+    tp = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
+    if col.encoding is FeatureKind.CATEGORY:
+        indices, values = _dictionary(_as_strings(array, col))
+        code = {v: float(i) for i, v in enumerate(col.categories)}
+        other = float(col.other_code)
+        return _lookup(
+            indices,
+            [math.nan if v in (None, SUPPRESSED) else code.get(v, other) for v in values],
+        )
+    if col.encoding is FeatureKind.DATE:
+        if pa.types.is_date(tp) or pa.types.is_timestamp(tp):
+            days = array.cast(pa.date32()).cast(pa.int32())
+            raw = pc.fill_null(days, np.iinfo(np.int32).min).to_numpy(zero_copy_only=False)
+            valid = raw != np.iinfo(np.int32).min
+            months = raw.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+            dates: Matrix = (months - (EPOCH_YEAR - 1970) * 12).astype(np.float32)
+            dates[~valid] = np.nan
+            return dates
+        indices, values = _dictionary(_as_strings(array, col))
+        try:
+            parsed = [math.nan if v is None else date_string_to_months(v) for v in values]
+        except ValidationError as exc:
+            raise ValidationError(f"feature {col.name}: {exc}", code=exc.code) from None
+        return _lookup(indices, parsed)
+    target = pa.float64()
+    if col.encoding is FeatureKind.BOOL and _is_string(tp):
+        raise ValidationError(
+            f"feature {col.name}: expected a bool column, found {tp}", code="bad_feature_type"
+        )
+    try:
+        numbers = array.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise ValidationError(
+            f"feature {col.name}: expected a {col.encoding.value} column, found {tp}",
+            code="bad_feature_type",
+        ) from None
+    values64 = np.asarray(pc.fill_null(numbers, math.nan).to_numpy(zero_copy_only=False))
+    result: Matrix = values64.astype(np.float32)
+    return result
+
+
+def _frequent(array: pa.ChunkedArray, col: FeatureColumn, min_share: float) -> tuple[str, ...]:
+    n = len(array)
+    counts = pc.value_counts(_as_strings(array, col).combine_chunks())
+    pairs = [
+        (str(v), int(c))
+        for v, c in zip(
+            counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+        )
+        if v is not None and v != SUPPRESSED
+    ]
+    keep = [(v, c) for v, c in pairs if n and c / n >= min_share]
+    keep.sort(key=lambda vc: (-vc[1], vc[0]))
+    return tuple(v for v, _ in keep)
+
+
+def fit_source_features(
+    table: pa.Table,
+    source: SourceSpec,
+    *,
+    min_share: float = DEFAULT_MIN_SHARE,
+) -> FeatureSpec:
+    """The spec of one source's model fields present in ``table`` (catalogue order).
+
+    Direct identifiers are never features. The kind comes from the column's Arrow type
+    (a generalised date is a string; the catalogue's ``date32`` then says it is a date).
+    """
+    if not 0.0 <= min_share < 1.0:
+        raise ValidationError(
+            f"min_share: expected a share in [0, 1), found {min_share!r}", code="bad_min_share"
+        )
+    columns: list[FeatureColumn] = []
+    for f in source.model_fields():
+        probe = FeatureColumn(source=source.code, field=f.name, encoding=FeatureKind.NUMERIC)
+        array = _find_column(table, probe)
+        if array is None:
+            continue
+        try:
+            kind = _kind_of(array.type, f.dtype)
+        except ValidationError as exc:
+            raise ValidationError(f"column {probe.name}: {exc}", code=exc.code) from None
+        col = FeatureColumn(source=source.code, field=f.name, encoding=kind)
+        if kind is FeatureKind.CATEGORY:
+            col = FeatureColumn(
+                source=source.code,
+                field=f.name,
+                encoding=kind,
+                categories=_frequent(array, col, min_share),
+            )
+        columns.append(col)
+    return FeatureSpec(columns=tuple(columns))
