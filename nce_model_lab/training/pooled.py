@@ -31,20 +31,13 @@ from sample_protocol.serde import Record
 from ..evaluate import auc
 from .combiner import train_federated
 from .features import fit_features, outcome
-from .selection import threads
+from .selection import HGB_PARAMS, threads
 
 __all__ = ["PooledModel", "PrivacyPrice", "price_of_privacy", "train_pooled"]
 
-_POOLED_PARAMS: dict[str, Any] = {
-    "max_iter": 200,
-    "learning_rate": 0.1,
-    "max_leaf_nodes": 15,
-    "min_samples_leaf": 40,
-    "l2_regularization": 1.0,
-    "early_stopping": True,
-    "validation_fraction": 0.1,
-    "n_iter_no_change": 10,
-}
+# The pooled baseline is the same gradient boosting as a preliminary model, allowed a
+# few more iterations since it sees every field at once.
+_POOLED_PARAMS: dict[str, Any] = {**HGB_PARAMS, "max_iter": 200}
 
 
 @dataclass(frozen=True, slots=True)

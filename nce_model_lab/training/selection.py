@@ -41,6 +41,7 @@ from ..scorecard import Scorecard, WOEBinner
 
 __all__ = [
     "FAMILIES",
+    "HGB_PARAMS",
     "N_FOLDS",
     "SCORECARD_MARGIN",
     "CalibratedFit",
@@ -58,7 +59,7 @@ SCORECARD_MARGIN = 0.005
 #: Folds of the sigmoid calibration (and of the out-of-fold predictions).
 N_FOLDS = 3
 
-_HGB_PARAMS: dict[str, Any] = {
+HGB_PARAMS: dict[str, Any] = {
     "max_iter": 150,
     "learning_rate": 0.1,
     "max_leaf_nodes": 15,
@@ -99,7 +100,7 @@ def make_estimator(family: str, seed: int) -> Any:
     """An unfitted estimator of ``family`` (``hgb`` or ``scorecard``)."""
     _check_family(family)
     if family == "hgb":
-        return HistGradientBoostingClassifier(**_HGB_PARAMS, random_state=seed)
+        return HistGradientBoostingClassifier(**HGB_PARAMS, random_state=seed)
     return Scorecard(**_SCORECARD_PARAMS)
 
 
