@@ -8,6 +8,7 @@ from sample_protocol.cli_support import App
 from ._cli_demo import register as _register_demo
 from ._cli_sample import register as _register_sample
 from ._cli_synth import synth
+from ._cli_train import register as _register_train
 from ._cli_trust import register as _register_trust
 
 app = App(
@@ -23,6 +24,7 @@ add_keys_commands(app)
 add_audit_commands(app)
 _register_trust(app)
 _register_sample(app)
+_register_train(app)
 app.command("synth")(synth)
 _register_demo(app)
 
