@@ -56,4 +56,12 @@ def register(app: App) -> None:
             auc_text = "-" if auc is None else f"{auc:.3f}"
             typer.echo(f"  {index:<22} {rate:>12.1%} {auc_text:>11}")
         typer.echo("")
+        typer.echo(f"  {'model (held-out)':<36} {'family':<10} {'AUC':>6} {'ECE':>6}")
+        for m in result.models:
+            typer.echo(f"  {m['name']:<36} {m['family']:<10} {m['auc']:>6.3f} {m['ece']:>6.3f}")
+        typer.echo("")
+        typer.echo(f"  release {result.release_id}: {len(result.bundles)} signed bundles")
+        for bundle in result.bundles:
+            typer.echo(f"    {bundle}")
+        typer.echo("")
         typer.echo("  The synthetic truth is in economy/truth/, apart from every source table.")

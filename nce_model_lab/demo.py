@@ -7,8 +7,8 @@ lab never imports the agency runtime or the register.
 
 What a round contains today: keys and the trust root; a synthetic economy; the signed
 sample request; the tax body's random-ID lists; every body's depersonalised, sealed sample;
-the lab's ingest and join. Training, release, scoring and combining join the demo as they
-land.
+the lab's ingest and join; training and the signed release bundles. Scoring in the bodies
+and the register's combining join the demo as they land.
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ class DemoResult:
     training_columns: int = 0
     outcome_rates: dict[str, float] = field(default_factory=dict)
     oracle_auc: dict[str, float | None] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    release_id: str = ""
+    bundles: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +81,9 @@ class DemoResult:
             "training_columns": self.training_columns,
             "outcome_rates": self.outcome_rates,
             "oracle_auc": self.oracle_auc,
+            "models": self.models,
+            "release_id": self.release_id,
+            "bundles": self.bundles,
             "seconds": round(self.seconds, 1),
         }
 
@@ -317,5 +323,64 @@ def run_demo(
         "status",
         ["nce-lab", "status", "--lab-dir", "lab", "--today", sent_on.isoformat()],
     )
+
+    # 8. The lab trains one model per (source, index) and the combiners, then releases
+    #    one signed bundle per body and one for the register.
+    trained = json.loads(
+        run(
+            LAB_PARTY,
+            "train",
+            [
+                "nce-lab",
+                "train",
+                "--lab-dir",
+                "lab",
+                "--request",
+                request_id,
+                "--seed",
+                str(seed),
+                "--json",
+            ],
+        )
+    )
+    result.models = _model_summary(trained)
+    released = json.loads(
+        run(
+            LAB_PARTY,
+            "release",
+            [
+                "nce-lab",
+                "release",
+                "--lab-dir",
+                "lab",
+                "--request",
+                request_id,
+                "--key",
+                f"{keys}/{LAB_PARTY}.key",
+                *common,
+                "--out",
+                "releases",
+                "--json",
+            ],
+        )
+    )
+    result.release_id = released["release_id"]
+    result.bundles = sorted(released["bundles"].values())
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _model_summary(trained: dict[str, Any]) -> list[dict[str, Any]]:
+    """Name, family, held-out AUC and ECE of every trained model (from ``train --json``)."""
+    out = []
+    for model in trained["round"]["models"]:
+        evaluation = model["evaluation"]
+        out.append(
+            {
+                "name": model["name"],
+                "family": model["family"],
+                "auc": round(evaluation["auc"], 4),
+                "ece": round(evaluation["ece"], 4),
+            }
+        )
+    return out

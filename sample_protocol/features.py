@@ -334,7 +334,8 @@ def fit_source_features(
 ) -> FeatureSpec:
     """The spec of one source's model fields present in ``table`` (catalogue order).
 
-    Direct identifiers are never features. The kind comes from the column's Arrow type
+    Direct identifiers are never features, nor are fields missing in every row. The kind
+    comes from the column's Arrow type
     (a generalised date is a string; the catalogue's ``date32`` then says it is a date).
     """
     if not 0.0 <= min_share < 1.0:
@@ -359,5 +360,9 @@ def fit_source_features(
                 encoding=kind,
                 categories=_frequent(array, col, min_share),
             )
+        if np.isnan(FeatureSpec(columns=(col,)).transform(table)).all():
+            # Never observed (e.g. a quasi-identifier suppressed to '*' in every row of
+            # a depersonalised sample): no information, and it breaks tree binning.
+            continue
         columns.append(col)
     return FeatureSpec(columns=tuple(columns))

@@ -34,6 +34,12 @@ def test_demo_runs_a_round_and_leaves_no_identifier(tmp_path):
     parties = {s["party"] for s in result.steps}
     assert {"nce-lab", "tax-body", "stats-body", "register"} <= parties
     assert all(s["exit"] == 0 for s in result.steps)
+    # the lab trained and released: one bundle per preliminary body and one for the register
+    assert {m["name"].split(".")[0] for m in result.models} >= {"TAX", "combiner"}
+    assert all(0.0 <= m["auc"] <= 1.0 for m in result.models)
+    assert sorted(p.rsplit("/", 1)[-1] for p in result.bundles) == sorted(
+        ["TAX", "LEGAL_STATS", "CIVIL_STATUS", "REGISTER"]
+    )
     assert any("ingest and join" in line for line in seen)
     # The truth stays in its own folder, never in the lab's directory.
     assert (tmp_path / "demo" / "economy" / "truth" / "truth.parquet").exists()

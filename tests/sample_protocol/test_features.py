@@ -117,13 +117,27 @@ def test_no_row_dropped_and_replay_equal(cats, amounts):
     for code in ("STATS", "FIN_DEPOSITORY"):
         spec = fit_source_features(t, get_source(code))
         X = spec.transform(t)
-        assert X.shape == (n, 1)
-        assert FeatureSpec.from_json(spec.to_json()).transform(t).tobytes() == X.tobytes()
         nulls = [v is None or v == "*" for v in (cats if code == "STATS" else amounts)[:n]]
-        assert np.isnan(X[:, 0]).tolist() == nulls
+        # a field missing in every row is no feature; otherwise one column, no row dropped
+        assert X.shape == (n, 0 if all(nulls) else 1)
+        assert FeatureSpec.from_json(spec.to_json()).transform(t).tobytes() == X.tobytes()
+        if not all(nulls):
+            assert np.isnan(X[:, 0]).tolist() == nulls
 
 
 def test_date_strings():
     assert date_string_to_months("2000-01-31") == 0.0
     assert date_string_to_months("2010-Q4") == 130.0
     assert math.isnan(date_string_to_months("*"))
+
+
+def test_a_field_missing_in_every_row_is_not_a_feature():
+    """A quasi-identifier suppressed to '*' everywhere carries nothing (and breaks HGB)."""
+    table = _table().append_column(
+        "TAX__suspension_start_date", pa.array(["*", "*", None, "*"])
+    )
+    spec = fit_source_features(table, get_source("TAX"))
+    names = {c.field for c in spec.columns}
+    assert "suspension_start_date" not in names
+    assert {"registration_date", "tax_regime"} <= names
+    assert not np.isnan(spec.transform(table)).all(axis=0).any()
