@@ -331,16 +331,24 @@ def fit_source_features(
     source: SourceSpec,
     *,
     min_share: float = DEFAULT_MIN_SHARE,
+    min_observed: int = 1,
 ) -> FeatureSpec:
     """The spec of one source's model fields present in ``table`` (catalogue order).
 
-    Direct identifiers are never features, nor are fields missing in every row. The kind
+    Direct identifiers are never features, nor are fields observed (not null, not
+    suppressed) in fewer than ``min_observed`` rows; by default only fields missing in
+    every row are left out. The kind
     comes from the column's Arrow type
     (a generalised date is a string; the catalogue's ``date32`` then says it is a date).
     """
     if not 0.0 <= min_share < 1.0:
         raise ValidationError(
             f"min_share: expected a share in [0, 1), found {min_share!r}", code="bad_min_share"
+        )
+    if isinstance(min_observed, bool) or not isinstance(min_observed, int) or min_observed < 1:
+        raise ValidationError(
+            f"min_observed: expected a whole number >= 1, found {min_observed!r}",
+            code="bad_min_observed",
         )
     columns: list[FeatureColumn] = []
     for f in source.model_fields():
@@ -360,9 +368,11 @@ def fit_source_features(
                 encoding=kind,
                 categories=_frequent(array, col, min_share),
             )
-        if np.isnan(FeatureSpec(columns=(col,)).transform(table)).all():
-            # Never observed (e.g. a quasi-identifier suppressed to '*' in every row of
-            # a depersonalised sample): no information, and it breaks tree binning.
+        observed = int((~np.isnan(FeatureSpec(columns=(col,)).transform(table))).sum())
+        if observed < min_observed:
+            # Never (or barely) observed, e.g. a quasi-identifier suppressed to '*' in
+            # almost every row of a depersonalised sample: no information, and a column
+            # with no value at all breaks tree binning.
             continue
         columns.append(col)
     return FeatureSpec(columns=tuple(columns))

@@ -29,6 +29,7 @@ from ..errors import LabError
 from ..training_table import KEY, OUTCOME_PREFIX, SOURCE_SEPARATOR
 
 __all__ = [
+    "MIN_OBSERVED",
     "economy_training_table",
     "fit_features",
     "outcome",
@@ -42,11 +43,25 @@ def source_columns(table: pa.Table, source: str) -> tuple[str, ...]:
     return tuple(c for c in table.column_names if c.startswith(prefix))
 
 
+#: A field observed in fewer training rows than this is no feature. Besides teaching
+#: nothing, a field seen in a handful of rows can be missing from every row of a
+#: calibration fold, and histogram gradient boosting cannot bin a column with no value.
+#: With 20 observed rows, the chance that all fall in one held-out fifth is 5 x 0.2^20.
+MIN_OBSERVED = 20
+
+
 def fit_features(
-    table: pa.Table, sources: Iterable[SourceSpec], *, min_share: float = 0.01
+    table: pa.Table,
+    sources: Iterable[SourceSpec],
+    *,
+    min_share: float = 0.01,
+    min_observed: int = MIN_OBSERVED,
 ) -> FeatureSpec:
-    """One spec over the model fields of ``sources`` present in ``table``, source by source."""
-    return concat_specs(fit_source_features(table, s, min_share=min_share) for s in sources)
+    """One spec over the model fields of ``sources`` observed in ``table``, source by source."""
+    return concat_specs(
+        fit_source_features(table, s, min_share=min_share, min_observed=min_observed)
+        for s in sources
+    )
 
 
 def outcome(table: pa.Table, index: str) -> npt.NDArray[np.int8]:

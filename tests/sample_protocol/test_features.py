@@ -141,3 +141,15 @@ def test_a_field_missing_in_every_row_is_not_a_feature():
     assert "suspension_start_date" not in names
     assert {"registration_date", "tax_regime"} <= names
     assert not np.isnan(spec.transform(table)).all(axis=0).any()
+
+
+def test_min_observed_leaves_out_barely_seen_fields():
+    # tax_debt_kzt is observed in 3 rows, staff_count in 3, tax_office_code in 3
+    spec = fit_source_features(_table(), get_source("TAX"), min_observed=4)
+    assert {c.field for c in spec.columns} == set()
+    spec = fit_source_features(_table(), get_source("TAX"), min_observed=3)
+    assert {"tax_debt_kzt", "staff_count", "tax_office_code"} <= {c.field for c in spec.columns}
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(ValidationError) as err:
+            fit_source_features(_table(), get_source("TAX"), min_observed=bad)
+        assert err.value.code == "bad_min_observed"

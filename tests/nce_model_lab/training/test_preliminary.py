@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from nce_model_lab.errors import LabError
 from nce_model_lab.onnx_export import check_parity
+from nce_model_lab.training.features import MIN_OBSERVED, fit_features
 from nce_model_lab.training.preliminary import PreliminaryModel
 from sample_protocol.catalogue import Catalogue
 from sample_protocol.features import FeatureColumn, FeatureKind, FeatureSpec
@@ -68,3 +70,19 @@ def test_onnx_export_parity(economy_table, federated, family):
     X = model.spec.transform(table.slice(0, 2000))
     report = check_parity(model.model, model.to_onnx(), X)
     assert report.max_abs_diff <= 1e-5 and report.category_flips == 0
+
+
+def test_a_barely_observed_field_is_no_feature(economy_table):
+    """Regression: a field seen in a few rows could be absent from a whole calibration fold,
+    and histogram gradient boosting crashed binning a column with no value."""
+    table, _ = economy_table
+    name = "TAX__staff_count"
+    sparse = np.full(table.num_rows, None, dtype=object)
+    sparse[:3] = [1, 2, 3]  # observed in 3 rows only
+    table = table.set_column(table.column_names.index(name), name, pa.array(sparse, pa.int64()))
+    spec = fit_features(table, [Catalogue.default().source("TAX")])
+    assert "staff_count" not in {c.field for c in spec.columns}
+    assert MIN_OBSERVED > 3
+    # with the threshold off, the field would be a feature: the guard is what removes it
+    loose = fit_features(table, [Catalogue.default().source("TAX")], min_observed=1)
+    assert "staff_count" in {c.field for c in loose.columns}
