@@ -58,3 +58,25 @@ def test_cli_reference_is_current():
         sys.path.pop(0)
     current = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     assert current == cli_reference.render(), "run `python tools/cli_reference.py`"
+
+
+def test_formats_page_lists_every_field_of_every_record():
+    """docs/formats.md is what another implementation follows: no record field missing."""
+    import dataclasses
+
+    from sample_protocol import audit, envelope, keys, records, scores, trust
+
+    text = (ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
+    recs = [
+        records.SampleRequest, records.SourceRequest, records.RandomIdList,
+        records.SampleManifest, records.DepersonalisationReport, records.ReleaseManifest,
+        records.ModelEntry, records.CategoryCutoffs, records.BatchManifest, trust.TrustRoot,
+        trust.Party, audit.AuditEntry, keys.PublicKey, envelope.EnvelopeHeader,
+        scores.ScoreScale,
+    ]  # fmt: skip
+    for rec in recs:
+        assert f"`{rec.__name__}`" in text, rec.__name__
+        for f in dataclasses.fields(rec):
+            assert f"`{f.name}`" in text, f"{rec.__name__}.{f.name} is not in docs/formats.md"
+    for column in records.BATCH_COLUMNS:
+        assert f"`{column}`" in text
