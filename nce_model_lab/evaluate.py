@@ -18,6 +18,19 @@ Definitions used here:
   equal-frequency bins from the quantiles of ``p``, ties kept in one bin so bins may be
   fewer or unequal; ``"uniform"``: equal-width bins on [0, 1], empty bins left out).
   ECE is the mean over bins of ``|observed rate - mean predicted|`` weighted by bin size.
+* **ROC curve**: ``(FPR, TPR)`` at every distinct threshold on ``p`` (flagging
+  ``p >= threshold``), from ``(0, 0)`` to ``(1, 1)``; :func:`roc_curve` keeps at most
+  ``max_points`` of them, evenly spaced along the curve, first and last included.
+* **AUC standard error**: Hanley and McNeil (1982), from the AUC and the numbers of
+  positives and negatives (:func:`auc_standard_error`); ``AUC ± 1.96 SE`` is the usual
+  95% interval.
+* **ECE noise floor**: the ECE that a *perfectly* calibrated model would still show on
+  the same bins, from sampling alone: per bin, the exact mean of ``|k / n_b - p_b|`` for
+  ``k ~ Binomial(n_b, p_b)`` with ``p_b`` the bin's mean probability, weighted by bin size
+  (:func:`ece_noise_floor`). An ECE near it says little; one well above it is a real
+  calibration error.
+* **Value histogram**: how many negatives and positives have each range of published
+  values 1-99 (:func:`value_histogram`, ranges of ``width`` values).
 * **PSI** (population stability index): bins from the reference's deciles;
   ``sum((c - r) * ln(c / r))`` over the bins' shares, an empty bin's share floored at
   :data:`PSI_EPSILON`. Read it as: below :data:`PSI_WATCH` (0.10) stable, 0.10-0.25
@@ -45,11 +58,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sample_protocol.errors import ValidationError
 from sample_protocol.records import CategoryCutoffs
-from sample_protocol.scores import CATEGORIES, categorise, check_probabilities
+from sample_protocol.scores import (
+    CATEGORIES,
+    ScoreScale,
+    categorise,
+    to_values,
+)
 from sample_protocol.serde import Record
 
+from ._metric_inputs import Array, inputs, probabilities, ranks
 from .errors import LabError
 
 __all__ = [
@@ -59,15 +77,21 @@ __all__ = [
     "CalibrationBin",
     "CategoryRate",
     "Evaluation",
+    "RocPoint",
+    "ValueBin",
     "auc",
+    "auc_standard_error",
     "brier",
     "calibration_table",
     "category_table",
+    "ece_noise_floor",
     "evaluate",
     "expected_calibration_error",
     "ks_statistic",
     "psi",
     "psi_status",
+    "roc_curve",
+    "value_histogram",
 ]
 
 #: PSI at or above this: watch the index (the population has moved).
@@ -78,8 +102,8 @@ PSI_ACT = 0.25
 PSI_EPSILON = 1e-4
 
 _STRATEGIES = ("quantile", "uniform")
-
-Array = npt.NDArray[np.float64]
+#: Most points :func:`evaluate` keeps of a ROC curve.
+ROC_POINTS = 201
 
 
 # -- records -----------------------------------------------------------------------------
@@ -108,11 +132,32 @@ class CategoryRate(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class RocPoint(Record):
+    """One point of a ROC curve: false and true positive rates at one threshold."""
+
+    fpr: float
+    tpr: float
+
+
+@dataclass(frozen=True, slots=True)
+class ValueBin(Record):
+    """Entities whose published value is in ``lower..upper`` (both included), by outcome."""
+
+    lower: int
+    upper: int
+    negatives: int
+    positives: int
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluation(Record):
     """Every quality measure of one model (one index) on held-out entities.
 
     ``category_rates`` maps ``low``/``medium``/``high`` to :class:`CategoryRate` (empty when
-    no cut-offs were given); ``psi`` is ``None`` without reference scores.
+    no cut-offs were given); ``psi`` is ``None`` without reference scores; ``roc`` is the
+    ROC curve (at most :data:`ROC_POINTS` points); ``value_histogram`` is empty without a
+    score scale. Files written before ``roc`` and ``value_histogram`` existed read back
+    with both empty.
     """
 
     auc: float
@@ -125,113 +170,89 @@ class Evaluation(Record):
     psi: float | None
     n: int
     positives: int
-
-
-# -- input checks ------------------------------------------------------------------------
-
-
-def _probabilities(p: Any, where: str) -> Array:
-    try:
-        arr = np.asarray(p, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise LabError(
-            f"{where}: expected an array of probabilities, found {type(p).__name__}",
-            code="bad_probability",
-        ) from None
-    if arr.ndim != 1:
-        raise LabError(f"{where}: expected a 1-D array, found shape {arr.shape}", code="bad_shape")
-    if arr.size == 0:
-        raise LabError(f"{where}: expected at least one value, found none", code="empty_input")
-    try:
-        check_probabilities(arr, where)
-    except ValidationError as exc:
-        raise LabError(str(exc), code="bad_probability") from None
-    return arr
-
-
-def _target(y: Any, n: int, *, both_classes: bool) -> npt.NDArray[np.int8]:
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise LabError(f"y_true: expected a 1-D array, found shape {arr.shape}", code="bad_shape")
-    if arr.size != n:
-        raise LabError(
-            f"y_true and p: expected the same length, found {arr.size} and {n}",
-            code="length_mismatch",
-        )
-    if arr.dtype == np.bool_:
-        out = arr.astype(np.int8)
-    else:
-        try:
-            as_float = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise LabError(
-                f"y_true: expected 0/1 outcomes, found values of type {arr.dtype}",
-                code="non_binary_target",
-            ) from None
-        bad = ~np.isin(as_float, (0.0, 1.0))
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise LabError(
-                f"y_true: expected 0/1 outcomes, found {int(bad.sum())} other value(s) "
-                f"(first: row {first}, value {arr[first].item()!r})",
-                code="non_binary_target",
-            )
-        out = as_float.astype(np.int8)
-    if both_classes:
-        positives = int(out.sum())
-        if positives in (0, out.size):
-            only = "1 (positive)" if positives else "0 (negative)"
-            raise LabError(
-                f"y_true: expected both outcomes 0 and 1, found only {only} in {out.size} row(s)",
-                code="single_class",
-            )
-    return out
-
-
-def _inputs(y: Any, p: Any, *, both_classes: bool) -> tuple[npt.NDArray[np.int8], Array]:
-    prob = _probabilities(p, "p")
-    return _target(y, prob.size, both_classes=both_classes), prob
+    roc: tuple[RocPoint, ...] = ()
+    value_histogram: tuple[ValueBin, ...] = ()
 
 
 # -- ranking measures --------------------------------------------------------------------
 
 
-def _ranks(p: Array) -> Array:
-    """Ranks 1..n of ``p``, ties given their average rank."""
-    _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    average = ends - (counts - 1) / 2.0
-    out: Array = average[inverse].astype(np.float64)
-    return out
-
-
 def auc(y_true: Any, p: Any) -> float:
     """Area under the ROC curve (ties count one half); needs both outcomes."""
-    y, prob = _inputs(y_true, p, both_classes=True)
+    y, prob = inputs(y_true, p, both_classes=True)
     positives = int(y.sum())
     negatives = y.size - positives
-    rank_sum = float(_ranks(prob)[y == 1].sum())
+    rank_sum = float(ranks(prob)[y == 1].sum())
     return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+
+
+def _roc_arrays(y: npt.NDArray[np.int8], prob: Array) -> tuple[Array, Array]:
+    """FPR and TPR at every distinct threshold, highest first (without ``(0, 0)``)."""
+    order = np.argsort(-prob, kind="stable")
+    sorted_p = prob[order]
+    tp = np.cumsum(y[order], dtype=np.int64)
+    fp = np.arange(1, y.size + 1, dtype=np.int64) - tp
+    # Only thresholds between distinct probabilities: the last row of each tie group.
+    last = np.r_[sorted_p[1:] != sorted_p[:-1], True]
+    fpr: Array = fp[last] / fp[-1]
+    tpr: Array = tp[last] / tp[-1]
+    return fpr, tpr
 
 
 def ks_statistic(y_true: Any, p: Any) -> float:
     """Kolmogorov-Smirnov statistic: ``max |TPR - FPR|`` over thresholds on ``p``."""
-    y, prob = _inputs(y_true, p, both_classes=True)
-    order = np.argsort(-prob, kind="stable")
-    sorted_p = prob[order]
-    sorted_y = y[order]
-    tp = np.cumsum(sorted_y, dtype=np.int64)
-    fp = np.arange(1, y.size + 1, dtype=np.int64) - tp
-    # Only thresholds between distinct probabilities: the last row of each tie group.
-    last = np.r_[sorted_p[1:] != sorted_p[:-1], True]
-    tpr = tp[last] / tp[-1]
-    fpr = fp[last] / fp[-1]
+    y, prob = inputs(y_true, p, both_classes=True)
+    fpr, tpr = _roc_arrays(y, prob)
     return float(np.max(np.abs(tpr - fpr)))
+
+
+def roc_curve(y_true: Any, p: Any, max_points: int = ROC_POINTS) -> tuple[RocPoint, ...]:
+    """The ROC curve from ``(0, 0)`` to ``(1, 1)``, at most ``max_points`` points.
+
+    Every distinct threshold gives a point; when there are more than ``max_points``, points
+    evenly spaced along the list are kept (the first and the last always).
+
+    >>> [(q.fpr, q.tpr) for q in roc_curve([0, 1, 0, 1], [0.1, 0.9, 0.6, 0.4])]
+    [(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+    """
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
+        raise LabError(
+            f"max_points: expected an integer of at least 2, found {max_points!r}",
+            code="bad_points",
+        )
+    y, prob = inputs(y_true, p, both_classes=True)
+    fpr, tpr = _roc_arrays(y, prob)
+    fpr, tpr = np.r_[0.0, fpr], np.r_[0.0, tpr]
+    keep = np.unique(np.linspace(0, fpr.size - 1, min(max_points, fpr.size)).round().astype(int))
+    return tuple(RocPoint(fpr=float(fpr[i]), tpr=float(tpr[i])) for i in keep)
+
+
+def auc_standard_error(area: float, positives: int, negatives: int) -> float:
+    """Standard error of an AUC (Hanley and McNeil, 1982).
+
+    ``Q1 = A / (2 - A)``, ``Q2 = 2 A² / (1 + A)``,
+    ``SE² = (A (1 - A) + (n₁ - 1)(Q1 - A²) + (n₀ - 1)(Q2 - A²)) / (n₁ n₀)``.
+
+    >>> round(auc_standard_error(0.8, 50, 450), 4)
+    0.0385
+    """
+    if positives < 1 or negatives < 1:
+        raise LabError(
+            f"auc_standard_error: expected at least one positive and one negative, found "
+            f"{positives} and {negatives}",
+            code="single_class",
+        )
+    a = float(area)
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    var = (a * (1 - a) + (positives - 1) * (q1 - a * a) + (negatives - 1) * (q2 - a * a)) / (
+        positives * negatives
+    )
+    return float(np.sqrt(max(var, 0.0)))
 
 
 def brier(y_true: Any, p: Any) -> float:
     """Brier score: mean squared difference between probability and outcome."""
-    y, prob = _inputs(y_true, p, both_classes=False)
+    y, prob = inputs(y_true, p, both_classes=False)
     return float(np.mean((prob - y) ** 2))
 
 
@@ -263,7 +284,7 @@ def calibration_table(
     tied edges merge, so there may be fewer bins); ``"uniform"`` gives equal-width bins on
     [0, 1]. Empty bins are left out.
     """
-    y, prob = _inputs(y_true, p, both_classes=False)
+    y, prob = inputs(y_true, p, both_classes=False)
     edges = _bin_edges(prob, n_bins, strategy)
     if edges.size == 1:  # every probability equal
         return (
@@ -293,6 +314,33 @@ def _ece_from_table(table: tuple[CalibrationBin, ...]) -> float:
     return float(sum(b.n * abs(b.observed_rate - b.mean_predicted) for b in table) / total)
 
 
+def _mean_abs_deviation(n: int, p: float) -> float:
+    """Exact ``E|k / n - p|`` for ``k ~ Binomial(n, p)``."""
+    if n < 1 or p <= 0.0 or p >= 1.0:
+        return 0.0
+    k = np.arange(n + 1, dtype=np.float64)
+    log_choose = np.r_[0.0, np.cumsum(np.log(n - k[:-1]) - np.log(k[1:]))]
+    log_pmf = log_choose + k * np.log(p) + (n - k) * np.log1p(-p)
+    return float(np.sum(np.exp(log_pmf) * np.abs(k / n - p)))
+
+
+def ece_noise_floor(table: tuple[CalibrationBin, ...]) -> float:
+    """The ECE a perfectly calibrated model would show on these bins, from sampling alone.
+
+    Per bin, the exact mean of ``|k / n_b - p_b|`` with ``k ~ Binomial(n_b, p_b)`` and
+    ``p_b`` the bin's mean predicted probability; weighted by bin size like the ECE. It
+    shrinks like ``1 / sqrt(rows per bin)``: about 0.05 for 20 rows a bin at ``p = 0.1``,
+    0.02 for 100.
+
+    >>> round(ece_noise_floor((CalibrationBin(0.0, 0.2, 100, 0.1, 0.1),)), 4)
+    0.0237
+    """
+    total = sum(b.n for b in table)
+    if total == 0:
+        return 0.0
+    return float(sum(b.n * _mean_abs_deviation(b.n, b.mean_predicted) for b in table) / total)
+
+
 def expected_calibration_error(
     y_true: Any, p: Any, n_bins: int = 10, strategy: str = "quantile"
 ) -> float:
@@ -316,8 +364,8 @@ def psi(reference: Any, current: Any, n_bins: int = 10) -> float:
     shares, each share floored at :data:`PSI_EPSILON`. Below 0.10 stable, 0.10-0.25 watch,
     0.25 or more act (:func:`psi_status`).
     """
-    ref = _probabilities(reference, "reference")
-    cur = _probabilities(current, "current")
+    ref = probabilities(reference, "reference")
+    cur = probabilities(current, "current")
     edges = _bin_edges(ref, n_bins, "quantile")
     inner = edges[1:-1]
     bins = inner.size + 1
@@ -344,7 +392,7 @@ def category_table(y_true: Any, p: Any, cutoffs: CategoryCutoffs) -> dict[str, C
     (:func:`sample_protocol.scores.categorise`). An empty category has
     ``observed_rate=None``.
     """
-    y, prob = _inputs(y_true, p, both_classes=False)
+    y, prob = inputs(y_true, p, both_classes=False)
     cats = categorise(prob, cutoffs)
     out: dict[str, CategoryRate] = {}
     for name in CATEGORIES:
@@ -358,6 +406,36 @@ def category_table(y_true: Any, p: Any, cutoffs: CategoryCutoffs) -> dict[str, C
     return out
 
 
+def value_histogram(y_true: Any, p: Any, scale: ScoreScale, width: int = 5) -> tuple[ValueBin, ...]:
+    """Negatives and positives per range of ``width`` published values (empty ranges too).
+
+    Values come from ``scale`` exactly as the runtime computes them
+    (:func:`sample_protocol.scores.to_values`); ranges start at ``scale.min_value``.
+
+    >>> from sample_protocol.scores import ScoreScale
+    >>> bins = value_histogram([0, 1, 1], [0.05, 0.10, 0.5], ScoreScale(), width=25)
+    >>> [(b.lower, b.upper, b.negatives, b.positives) for b in bins]
+    [(1, 25, 0, 0), (26, 50, 1, 1), (51, 75, 0, 1), (76, 99, 0, 0)]
+    """
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise LabError(f"width: expected a positive integer, found {width!r}", code="bad_bins")
+    y, prob = inputs(y_true, p, both_classes=False)
+    values = to_values(prob, scale).astype(np.int64)
+    which = (values - scale.min_value) // width
+    bins = (scale.max_value - scale.min_value) // width + 1
+    pos = np.bincount(which, weights=y.astype(np.float64), minlength=bins)
+    total = np.bincount(which, minlength=bins)
+    return tuple(
+        ValueBin(
+            lower=scale.min_value + i * width,
+            upper=min(scale.min_value + (i + 1) * width - 1, scale.max_value),
+            negatives=int(total[i] - pos[i]),
+            positives=int(pos[i]),
+        )
+        for i in range(bins)
+    )
+
+
 # -- everything at once ------------------------------------------------------------------
 
 
@@ -368,14 +446,15 @@ def evaluate(
     cutoffs: CategoryCutoffs | None,
     p_reference: Any | None = None,
     n_bins: int = 10,
+    scale: ScoreScale | None = None,
 ) -> Evaluation:
     """Every measure of one model on held-out entities, as an :class:`Evaluation`.
 
-    ``p_reference`` (the training scores) gives the PSI; ``cutoffs`` the category table.
-    Calibration and ECE use ``n_bins`` equal-frequency bins; the PSI uses ``n_bins`` bins
-    from the reference's quantiles.
+    ``p_reference`` (the training scores) gives the PSI; ``cutoffs`` the category table;
+    ``scale`` the histogram of published values. Calibration and ECE use ``n_bins``
+    equal-frequency bins; the PSI uses ``n_bins`` bins from the reference's quantiles.
     """
-    y, prob = _inputs(y_true, p, both_classes=True)
+    y, prob = inputs(y_true, p, both_classes=True)
     area = auc(y, prob)
     table = calibration_table(y, prob, n_bins, "quantile")
     return Evaluation(
@@ -389,4 +468,6 @@ def evaluate(
         psi=None if p_reference is None else psi(p_reference, prob, n_bins),
         n=int(y.size),
         positives=int(y.sum()),
+        roc=roc_curve(y, prob),
+        value_histogram=() if scale is None else value_histogram(y, prob, scale),
     )

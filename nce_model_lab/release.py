@@ -30,7 +30,13 @@ source (audience: the source code) and one for the register (audience ``REGISTER
 combiners), written under ``OUT/<release_id>/<AUDIENCE>/``, and records the release in
 the lab registry. Each bundle holds ``models/<name>.onnx``, ``models/<name>.features.json``
 and ``parity.json``; its manifest carries the cut-offs and, in ``training``, the training
-table's SHA-256, the seed, library versions, the cut-off rule and the scale per index.
+table's SHA-256, the seed, library versions, the cut-off rule, the scale per index and
+the quality gates. Before writing anything it checks every model against the quality
+gates (:mod:`nce_model_lab.quality`) and refuses the release (:class:`QualityRefused`,
+exit 3) unless ``force`` gives a reason, which every affected manifest records in
+``quality_overrides`` and the audit log records too. Each bundle carries its model card
+(``model_card.html``, :mod:`nce_model_lab.card`; only the bundle's own models), listed
+in the manifest and so signed.
 
 Example::
 
@@ -41,20 +47,19 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
-import io
+import json
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
-from importlib import metadata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sample_protocol import _atomic
 from sample_protocol.bundle import build_manifest_files, build_parity_fixture, write_bundle
@@ -68,20 +73,36 @@ from sample_protocol.records import (
     new_record_id,
     sha256_bytes,
 )
-from sample_protocol.scores import CutoffRule, ScoreScale, derive_cutoffs, fit_scale
-from sample_protocol.serde import Record, canonical_json
+from sample_protocol.scores import CutoffRule, derive_cutoffs, fit_scale
+from sample_protocol.serde import canonical_json
 from sample_protocol.trust import Role, TrustRoot
 
+from .card import MODEL_CARD_FILE, ReleaseInfo, render_card
 from .errors import LabError
-from .evaluate import Evaluation, evaluate
+from .evaluate import evaluate
 from .labdir import LabDir
-from .onnx_export import (
-    DEFAULT_TARGET_OPSET,
-    OUTPUT_NAMES,
-    ParityReport,
-    parity_fixture,
-    require_parity,
+from .onnx_export import DEFAULT_TARGET_OPSET, OUTPUT_NAMES, parity_fixture, require_parity
+from .quality import (
+    DEFAULT_GATES,
+    QualityGates,
+    QualityRefused,
+    check_reason,
+    gate_release,
+    override_notes,
+    shorten,
 )
+from .reference import bundle_reference_files, reference_bytes, reference_file_name
+from .trained import (
+    EVALUATION_FILE,
+    LIBRARIES,
+    MODELS_DIR,
+    TrainedModel,
+    TrainedRound,
+    library_versions,
+    load_trained_round,
+    read_training_table,
+)
+from .trained import models_dir as _models_dir
 from .training.combiner import train_federated
 from .training.features import outcome
 from .training.preliminary import present_rows
@@ -91,8 +112,11 @@ __all__ = [
     "EVALUATION_FILE",
     "LIBRARIES",
     "MODELS_DIR",
+    "QualityGates",
+    "QualityRefused",
     "TrainedModel",
     "TrainedRound",
+    "library_versions",
     "load_trained_round",
     "next_sequence",
     "release_round",
@@ -100,105 +124,12 @@ __all__ = [
     "with_margin",
 ]
 
-#: Directory of a round's trained models, inside ``LAB/rounds/<id>/``.
-MODELS_DIR = "models"
-#: The :class:`TrainedRound` file inside the models directory.
-EVALUATION_FILE = "evaluation.json"
-#: Distributions whose versions a release records (``library:<name>`` in ``training``).
-LIBRARIES = ("numpy", "onnx", "onnxruntime", "scikit-learn", "skl2onnx")
-
 _SHARES = (0.6, 0.2)  # training, validation; the rest is the test split
-_MIN_ROWS = 100
 _FIXTURE_ROWS = 256
 _RELEASE_ID_RE = re.compile(r"rel([0-9]+)-")
 
 Floats = npt.NDArray[np.float64]
 Matrix = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True, slots=True)
-class TrainedModel(Record):
-    """One trained model of a round: its files (in the models directory) and its quality.
-
-    ``source`` is ``None`` for a combiner; ``input_names`` are the ONNX input columns, in
-    order; ``cutoffs`` and ``scale`` were fitted on its validation probabilities.
-    """
-
-    name: str
-    source: str | None
-    index: str
-    family: str
-    file: str
-    sha256: str
-    features_file: str
-    parity_file: str
-    input_names: tuple[str, ...]
-    cutoffs: CategoryCutoffs
-    scale: ScoreScale
-    evaluation: Evaluation
-    parity: ParityReport
-
-
-@dataclass(frozen=True, slots=True)
-class TrainedRound(Record):
-    """What :func:`train_round` wrote to ``evaluation.json``: everything a release needs."""
-
-    request_id: str
-    seed: int
-    trained_at: dt.datetime
-    training_sha256: str
-    split: dict[str, int]
-    cutoff_rule: CutoffRule
-    libraries: dict[str, str]
-    models: tuple[TrainedModel, ...]
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def model(self, name: str) -> TrainedModel:
-        """The model called ``name`` (``KeyError`` if none)."""
-        for m in self.models:
-            if m.name == name:
-                return m
-        raise KeyError(name)
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of :data:`LIBRARIES`."""
-    out: dict[str, str] = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _models_dir(lab: LabDir, request_id: str) -> Path:
-    return lab.round_dir(request_id) / MODELS_DIR
-
-
-def _read_training(lab: LabDir, request_id: str) -> tuple[bytes, pa.Table]:
-    if request_id not in lab.read_registry().requests:
-        raise LabError(
-            f"lab {lab.root}: expected a request the lab sent, found no request "
-            f"{request_id!r} in {lab.registry_path}",
-            code="unknown_request",
-        )
-    path = lab.training_path(request_id)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise LabError(
-            f"request {request_id}: expected a training table {path}, found none "
-            "(ingest the bodies' samples first: nce-lab sample ingest)",
-            code="no_training_table",
-        ) from None
-    table = pq.read_table(io.BytesIO(data))
-    if table.num_rows < _MIN_ROWS:
-        raise LabError(
-            f"training table {path}: expected at least {_MIN_ROWS} rows, found {table.num_rows}",
-            code="training_table_too_small",
-        )
-    return data, table
 
 
 def _split(table: pa.Table, seed: int) -> tuple[pa.Table, pa.Table, pa.Table]:
@@ -233,16 +164,22 @@ def _finish(c: _Candidate, rule: CutoffRule, files: dict[str, bytes]) -> Trained
     X_train, X_val, X_test = c.X
     y_test = c.y_test
     p_val = _proba(c.model, X_val)
+    p_train = _proba(c.model, X_train)
     cutoffs = with_margin(derive_cutoffs(c.index, p_val, rule), p_val)
     scale = fit_scale(p_val)
     evaluation = evaluate(
-        y_test, _proba(c.model, X_test), cutoffs=cutoffs, p_reference=_proba(c.model, X_train)
+        y_test,
+        _proba(c.model, X_test),
+        cutoffs=cutoffs,
+        p_reference=p_train,
+        scale=scale,
     )
     parity = require_parity(c.model, c.onnx, X_test, name=c.name, cutoffs=cutoffs)
     fixture = parity_fixture(c.model, X_test, n=_FIXTURE_ROWS)
     files[f"{c.name}.onnx"] = c.onnx
     files[f"{c.name}.features.json"] = c.features_json.encode()
     files[f"{c.name}.parity.json"] = canonical_json(fixture)
+    files[reference_file_name(c.name)] = reference_bytes(c.name, X_train, c.input_names, p_train)
     return TrainedModel(
         name=c.name,
         source=c.source,
@@ -322,7 +259,7 @@ def train_round(
     does not reproduce its model.
     """
     lab = LabDir(lab_dir)
-    data, table = _read_training(lab, request_id)
+    data, table = read_training_table(lab, request_id)
     rule = rule or CutoffRule()
     train, val, test = _split(table, seed)
     fed = train_federated(train, seed=seed)
@@ -380,27 +317,6 @@ def train_round(
     return trained
 
 
-def load_trained_round(lab_dir: str | os.PathLike[str], request_id: str) -> TrainedRound:
-    """The :class:`TrainedRound` of ``request_id`` (``LabError`` ``not_trained`` if none)."""
-    lab = LabDir(lab_dir)
-    if request_id not in lab.read_registry().requests:
-        raise LabError(
-            f"lab {lab.root}: expected a request the lab sent, found no request "
-            f"{request_id!r} in {lab.registry_path}",
-            code="unknown_request",
-        )
-    path = _models_dir(lab, request_id) / EVALUATION_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise LabError(
-            f"request {request_id}: expected trained models in {path.parent}, found none "
-            "(run nce-lab train first)",
-            code="not_trained",
-        ) from None
-    return TrainedRound.from_json(data, where=str(path))
-
-
 def next_sequence(lab_dir: str | os.PathLike[str]) -> int:
     """1 + the highest release sequence recorded in the lab registry (1 for the first)."""
     seqs = [
@@ -429,7 +345,9 @@ def _read_checked(directory: Path, name: str, sha256: str | None) -> bytes:
     return data
 
 
-def _training_notes(trained: TrainedRound, models: tuple[TrainedModel, ...]) -> dict[str, str]:
+def _training_notes(
+    trained: TrainedRound, models: tuple[TrainedModel, ...], gates: QualityGates
+) -> dict[str, str]:
     notes = {
         "request_id": trained.request_id,
         "training_sha256": trained.training_sha256,
@@ -437,10 +355,30 @@ def _training_notes(trained: TrainedRound, models: tuple[TrainedModel, ...]) -> 
         "trained_at": trained.trained_at.isoformat(),
         "split": canonical_json(trained.split).decode(),
         "cutoff_rule": trained.cutoff_rule.to_json(),
+        "quality_gates": gates.to_json(),
     }
     notes.update({f"library:{k}": v for k, v in trained.libraries.items()})
     notes.update({f"scale:{m.index}": m.scale.to_json() for m in models})
     return notes
+
+
+def _bundle_model_files(models_dir: Path, models: Sequence[TrainedModel]) -> dict[str, bytes]:
+    """The files of one bundle that come from the trained models directory.
+
+    ``models/<name>.onnx`` (its sha256 checked against training), ``models/<name>.features.json``
+    and the bundle's ``parity.json`` (every model's fixture). Every file returned is listed
+    in the manifest and so signed: add further per-model files here.
+    """
+    files: dict[str, bytes] = {}
+    fixtures: dict[str, Any] = {}
+    for m in models:
+        files[f"models/{m.file}"] = _read_checked(models_dir, m.file, m.sha256)
+        files[f"models/{m.features_file}"] = _read_checked(models_dir, m.features_file, None)
+        fixture = _read_checked(models_dir, m.parity_file, None)
+        fixtures[m.name] = _json_object(fixture, models_dir / m.parity_file)
+    files.update(bundle_reference_files(models_dir, models))
+    files["parity.json"] = build_parity_fixture(fixtures)
+    return files
 
 
 def release_round(
@@ -452,20 +390,26 @@ def release_round(
     out_dir: str | os.PathLike[str],
     sequence: int | None = None,
     valid_days: int = 365,
+    gates: QualityGates = DEFAULT_GATES,
+    force: str | None = None,
     now: dt.datetime | None = None,
 ) -> list[Path]:
     """Write the signed bundles of a trained round; return their directories.
 
     One bundle per preliminary source (audience = the source code) and one for the
     register (:data:`REGISTER_AUDIENCE`), all under ``out_dir/<release_id>/``, with the
-    same release id and ``sequence`` (default: :func:`next_sequence`). The release is
-    recorded in the lab registry and audit log. Refuses (``LabError``) a round not
-    trained, a training table changed since training (``trained_round_stale``), a model
-    file changed since training, and a key that is not a lab's in ``trust``.
+    same release id and ``sequence`` (default: :func:`next_sequence`). Each bundle holds
+    its model card (``model_card.html``). The release is recorded in the lab registry and
+    audit log. Refuses (``LabError``) a round not trained, a training table changed since
+    training (``trained_round_stale``), a model file changed since training, a key that
+    is not a lab's in ``trust``, and (:class:`QualityRefused`, nothing written) a round
+    with a model failing ``gates`` unless ``force`` gives the reason to release anyway:
+    the manifests of the bundles holding the failing models then list each overridden
+    gate in ``quality_overrides``, and the audit log records the override.
     """
     lab = LabDir(lab_dir)
     trained = load_trained_round(lab.root, request_id)
-    data, _ = _read_training(lab, request_id)
+    data, _ = read_training_table(lab, request_id)
     if sha256_bytes(data) != trained.training_sha256:
         raise LabError(
             f"request {request_id}: training table {lab.training_path(request_id)} has sha256 "
@@ -480,7 +424,9 @@ def release_round(
     seq = next_sequence(lab.root) if sequence is None else sequence
     if seq < 1:
         raise LabError(f"release: sequence: expected at least 1, found {seq}", code="bad_option")
+    reason = None if force is None else check_reason(force)
     lab_party = trust.require_signer(lab_key.key_id, roles={Role.LAB})
+    failures = gate_release(lab, lab_party.name, trained, gates, force=reason)
     created = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     release_id = new_record_id(f"rel{seq}", now=created)
     models_dir = _models_dir(lab, request_id)
@@ -492,32 +438,41 @@ def release_round(
     out = Path(out_dir)
     final = out / release_id
     out.mkdir(parents=True, exist_ok=True)
+    overridden: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix=f".{release_id}.", suffix=".part", dir=out))
     try:
         for audience, models in groups:
-            files: dict[str, bytes] = {}
-            fixtures: dict[str, Any] = {}
-            for m in models:
-                files[f"models/{m.file}"] = _read_checked(models_dir, m.file, m.sha256)
-                files[f"models/{m.features_file}"] = _read_checked(
-                    models_dir, m.features_file, None
-                )
-                fixture = _read_checked(models_dir, m.parity_file, None)
-                fixtures[m.name] = _json_object(fixture, models_dir / m.parity_file)
-            files["parity.json"] = build_parity_fixture(fixtures)
+            names = {m.name for m in models}
+            failed = [f for f in failures if f.model in names]
+            overrides = override_notes(failed, reason) if reason is not None else ()
+            overridden.extend(overrides)
+            info = ReleaseInfo(
+                release_id=release_id,
+                sequence=seq,
+                audiences=(audience,),
+                created_at=created,
+                expires_at=created + dt.timedelta(days=valid_days),
+                lab=lab_party.name,
+            )
+            files = _bundle_model_files(models_dir, models)
+            card = render_card(
+                trained, models=models, gates=gates, overrides=overrides, release=info
+            )
+            files[MODEL_CARD_FILE] = card.encode("utf-8")
             manifest = ReleaseManifest(
                 release_id=release_id,
                 sequence=seq,
                 audience=audience,
                 created_at=created,
-                expires_at=created + dt.timedelta(days=valid_days),
+                expires_at=info.expires_at,
                 lab=lab_party.name,
                 models=tuple(_entry(m) for m in models),
                 cutoffs=tuple(m.cutoffs for m in models),
                 files=build_manifest_files(files),
                 parity_fixture="parity.json",
-                model_card=None,
-                training=_training_notes(trained, models),
+                model_card=MODEL_CARD_FILE,
+                training=_training_notes(trained, models, gates),
+                quality_overrides=overrides,
             )
             write_bundle(tmp / audience, manifest, files, lab_key)
         os.rename(tmp, final)
@@ -525,7 +480,8 @@ def release_round(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     lab.record_release(release_id, created.date())
-    lab.audit(lab_party.name).append(
+    audit = lab.audit(lab_party.name)
+    audit.append(
         "release_written",
         release_id,
         details={
@@ -533,8 +489,21 @@ def release_round(
             "sequence": seq,
             "audiences": ",".join(a for a, _ in groups),
             "directory": str(final),
+            "quality_gates": gates.to_json(),
+            "quality_overrides": len(overridden),
         },
     )
+    if overridden:
+        audit.append(
+            "quality_gates_overridden",
+            release_id,
+            details={
+                "request_id": request_id,
+                "reason": reason or "",
+                "overrides": shorten("; ".join(overridden)),
+                "count": len(overridden),
+            },
+        )
     return [final / audience for audience, _ in groups]
 
 
@@ -553,8 +522,6 @@ def _entry(m: TrainedModel) -> ModelEntry:
 
 
 def _json_object(data: bytes, path: Path) -> dict[str, Any]:
-    import json
-
     try:
         obj = json.loads(data)
     except ValueError as exc:

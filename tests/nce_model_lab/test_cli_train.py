@@ -1,9 +1,10 @@
-"""``nce-lab train`` and ``nce-lab release``, with CliRunner (one lab, trained once)."""
+"""``nce-lab train``, ``release`` and ``card``, with CliRunner (one lab, trained once)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,9 +14,9 @@ import nce_model_lab.release as release_mod
 from nce_model_lab.cli import app
 from nce_model_lab.labdir import LabDir
 from sample_protocol.bundle_verify import verify_bundle
-from sample_protocol.records import REGISTER_AUDIENCE
+from sample_protocol.records import MANIFEST_NAME, REGISTER_AUDIENCE, ReleaseManifest
 from tests.agency_runtime.round_fixtures import LAB
-from tests.nce_model_lab.test_release import Lab, new_lab
+from tests.nce_model_lab.conftest import Lab, new_lab
 
 runner = CliRunner()
 
@@ -71,8 +72,14 @@ def test_train_text_names_family_auc_ece_and_parity(lab, monkeypatch):
     assert ("scorecard" in line or "hgb" in line) and " ok " in line
 
 
+#: The CLI lab's CUSTOMS models see 54 test rows and fail the default gates.
+LOOSE = ("--min-auc", "0.5", "--max-ece", "0.2")
+FORCE = ("--force", "cli test: CUSTOMS has 54 test rows")
+
+
 def test_release_writes_bundles_that_verify(lab, tmp_path):
-    result = runner.invoke(app, release_args(lab, tmp_path / "out", "--json", "--valid-days", "90"))
+    args = release_args(lab, tmp_path / "out", "--json", "--valid-days", "90", *FORCE)
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert REGISTER_AUDIENCE in data["bundles"] and "TAX" in data["bundles"]
@@ -82,13 +89,117 @@ def test_release_writes_bundles_that_verify(lab, tmp_path):
             path, trust=lab.world.trust_root, audience=audience, state_dir=tmp_path / audience
         )
         assert v.manifest.release_id == data["release_id"] and v.models
+        assert data["cards"][audience] == str(Path(path) / "model_card.html")
+        assert v.manifest.model_card == "model_card.html"
+    assert set(data["quality_overrides"]) == {"CUSTOMS"}
+    assert all(o.endswith(FORCE[1]) for o in data["quality_overrides"]["CUSTOMS"])
+    assert data["quality_gates"] == {"kind": "QualityGates", "min_auc": 0.6, "max_auc": 0.98,
+                                     "max_ece": 0.05}  # fmt: skip
 
 
 def test_release_text(lab, tmp_path):
-    result = runner.invoke(app, release_args(lab, tmp_path / "out", "--sequence", "7"))
+    result = runner.invoke(app, release_args(lab, tmp_path / "out", "--sequence", "7", *LOOSE))
     assert result.exit_code == 0, result.output
     assert "signed bundles" in result.output and "REGISTER" in result.output
     assert "rel7-" in result.output
+    assert "every model passes the quality gates" in result.output
+
+
+def test_release_failing_the_gates_exits_3_and_writes_nothing(lab, tmp_path):
+    lab_copy = tmp_path / "lab"
+    shutil.copytree(lab.lab, lab_copy)
+    copy = Lab(lab.world, lab_copy, lab.request_id)
+    out = tmp_path / "out"
+    result = runner.invoke(app, release_args(copy, out))
+    assert result.exit_code == 3, result.output
+    assert "quality_gate_failed" in result.output and "--force" in result.output
+    trained = release_mod.load_trained_round(copy.lab, copy.request_id)
+    for m in trained.models:
+        ev = m.evaluation
+        if ev.auc < 0.6:
+            assert f"{m.name}: AUC {ev.auc:.3f} below the floor 0.600 (--min-auc" in result.output
+        if ev.ece > 0.05:
+            assert f"{m.name}: ECE {ev.ece:.3f} above the ceiling 0.050 (--max-ece" in result.output
+        if ev.auc >= 0.6 and ev.ece <= 0.05:
+            assert f"{m.name}:" not in result.output
+    assert not out.exists() or not list(out.iterdir())
+    assert not LabDir(copy.lab).read_registry().releases.keys() - set(
+        LabDir(lab.lab).read_registry().releases
+    )
+
+
+def test_release_forced_text_lists_the_overrides(lab, tmp_path):
+    lab_copy = tmp_path / "lab"
+    shutil.copytree(lab.lab, lab_copy)
+    copy = Lab(lab.world, lab_copy, lab.request_id)
+    result = runner.invoke(app, release_args(copy, tmp_path / "out", *FORCE))
+    assert result.exit_code == 0, result.output
+    assert "quality gates overridden" in result.output and "CUSTOMS." in result.output
+    assert f"forced: {FORCE[1]}" in result.output
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [("--min-auc", "0.9", "--max-auc", "0.8"), ("--max-ece", "0"), ("--force", " ")],
+)
+def test_release_bad_gate_options_exit_2(lab, tmp_path, extra):
+    result = runner.invoke(app, release_args(lab, tmp_path / "out", *extra))
+    assert result.exit_code == 2, result.output
+    assert "bad_option" in result.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# -- card --------------------------------------------------------------------------------------
+
+
+def test_card_of_a_round_text_and_json(lab, tmp_path):
+    out = tmp_path / "round.html"
+    args = ["card", lab.request_id, "--lab-dir", str(lab.lab), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"model card of round {lab.request_id}" in result.output and str(out) in result.output
+    assert "FAILS: CUSTOMS." in result.output
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    result = runner.invoke(app, [*args, "--json", *LOOSE])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["card"] == str(out) and data["failures"] == [] and data["release_id"] is None
+    assert "combiner.financial_stability" in data["models"]
+
+
+def test_card_of_a_bundle(lab, tmp_path):
+    result = runner.invoke(app, release_args(lab, tmp_path / "out", "--json", *FORCE))
+    assert result.exit_code == 0, result.output
+    bundle = json.loads(result.output)["bundles"]["CUSTOMS"]
+    out = tmp_path / "customs.html"
+    args = ["card", bundle, "--lab-dir", str(lab.lab), "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["audiences"] == ["CUSTOMS"] and data["quality_overrides"]
+    assert out.read_bytes() == (tmp_path / "out" / data["release_id"] / "CUSTOMS" /
+                                "model_card.html").read_bytes()  # fmt: skip
+    manifest = ReleaseManifest.from_json((Path(bundle) / MANIFEST_NAME).read_bytes())
+    assert list(manifest.quality_overrides) == data["quality_overrides"]
+    result = runner.invoke(app, [*args[:-1], "--min-auc", "0.7"])
+    assert result.exit_code == 2 and "bad_option" in result.output
+
+
+def test_card_of_an_unknown_target_exits_2(lab, tmp_path):
+    result = runner.invoke(app, ["card", "nothing-here", "--lab-dir", str(lab.lab)])
+    assert result.exit_code == 2
+    assert "card_target_unknown" in result.output and "nothing-here" in result.output
+
+
+def test_card_help_explains_it():
+    result = runner.invoke(app, ["card", "--help"])
+    assert result.exit_code == 0
+    for word in ("model card", "HTML", "--lab-dir", "--out", "--min-auc", "held-out"):
+        assert word in result.output
+    result = runner.invoke(app, ["release", "--help"])
+    for word in ("--force", "--min-auc", "--max-auc", "--max-ece", "quality"):
+        assert word in result.output
 
 
 def test_unknown_request_exits_2(lab, tmp_path):

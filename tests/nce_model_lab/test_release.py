@@ -1,16 +1,13 @@
 """``nce_model_lab.release``: train a round into LAB/rounds/<id>/models/, release signed bundles.
 
-One lab (a 4,000-entity economy, every source) is trained once per module; tests that
-change the lab work on a copy. ``new_lab`` is also used by ``test_cli_train.py``.
+One lab (a 4,000-entity economy, every source) is trained and released once per session
+(``trained`` and ``released`` in conftest.py); tests that change the lab work on a copy.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,92 +15,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nce_model_lab.card import MODEL_CARD_FILE
 from nce_model_lab.errors import LabError
 from nce_model_lab.labdir import LabDir
 from nce_model_lab.release import (
     EVALUATION_FILE,
     LIBRARIES,
-    TrainedRound,
+    QualityGates,
+    QualityRefused,
     load_trained_round,
     next_sequence,
     release_round,
     train_round,
     with_margin,
 )
-from nce_model_lab.sample_request import create_sample_request
-from nce_model_lab.training.features import economy_training_table
+from sample_protocol.audit import AuditLog
 from sample_protocol.bundle_verify import verify_bundle
 from sample_protocol.catalogue import index_ids
 from sample_protocol.features import FeatureSpec
 from sample_protocol.records import REGISTER_AUDIENCE, CategoryCutoffs, sha256_file
 from sample_protocol.scores import CutoffRule, ScoreScale, categorise
-from tests.agency_runtime.round_fixtures import LAB, World, build_round_world
+from tests.agency_runtime.round_fixtures import LAB
+from tests.nce_model_lab.conftest import FORCE_REASON, add_request, copy_lab
 
-N_ENTITIES = 4000
-
-
-@dataclasses.dataclass
-class Lab:
-    """A world (keys, trust root, economy) and a lab directory with one request."""
-
-    world: World
-    lab: Path
-    request_id: str
-
-    @property
-    def models_dir(self) -> Path:
-        return LabDir(self.lab).round_dir(self.request_id) / "models"
-
-
-def add_request(world: World, lab: Path, outbox: Path) -> str:
-    request, _ = create_sample_request(
-        lab_key=world.secret(LAB),
-        trust=world.trust_root,
-        lab_dir=lab,
-        out=outbox,
-        sample_size=N_ENTITIES,
-        sent_on=dt.date(2025, 3, 3),
-        as_of=dt.date(2024, 1, 1),
-    )
-    return request.request_id
-
-
-def new_lab(root: Path) -> Lab:
-    """A lab whose request has the whole economy's training table (not trained yet)."""
-    world = build_round_world(root / "world", n_entities=N_ENTITIES, seed=5)
-    lab = root / "lab"
-    request_id = add_request(world, lab, root / "outbox")
-    table, _ = economy_training_table(world.economy)
-    path = LabDir(lab).training_path(request_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    return Lab(world, lab, request_id)
-
-
-def copy_lab(src: Lab, dest: Path) -> Lab:
-    shutil.copytree(src.lab, dest)
-    return Lab(src.world, dest, src.request_id)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Lab, TrainedRound]:
-    lab = new_lab(tmp_path_factory.mktemp("release"))
-    return lab, train_round(lab.lab, lab.request_id, seed=0)
-
-
-@pytest.fixture(scope="module")
-def released(trained, tmp_path_factory) -> tuple[Lab, list[Path]]:
-    lab, _ = trained
-    out = tmp_path_factory.mktemp("bundles")
-    bundles = release_round(
-        lab.lab,
-        lab.request_id,
-        lab_key=lab.world.secret(LAB),
-        trust=lab.world.trust_root,
-        out_dir=out,
-    )
-    return lab, bundles
-
+#: Gates the session's round passes (its CUSTOMS models: AUC 0.52-0.75, ECE up to 0.14).
+LOOSE = QualityGates(min_auc=0.5, max_auc=0.98, max_ece=0.2)
 
 # -- train_round ---------------------------------------------------------------------------
 
@@ -117,6 +53,7 @@ def test_every_model_and_its_files_are_written(trained):
     expected = {EVALUATION_FILE}
     for name in names:
         expected |= {f"{name}.onnx", f"{name}.features.json", f"{name}.parity.json"}
+        expected.add(f"{name}.reference.json")
     assert files == expected  # nothing else: no pickle, no leftovers
     assert not [p for p in lab.models_dir.parent.iterdir() if p.name.startswith(".models")]
 
@@ -233,6 +170,9 @@ def test_every_bundle_verifies_for_its_audience(released, trained, tmp_path):
             assert ScoreScale.from_json(man.training[f"scale:{entry.index}"]) == (
                 trained_model.scale
             )
+        assert man.model_card == MODEL_CARD_FILE and MODEL_CARD_FILE in man.files
+        assert sha256_file(bundle / MODEL_CARD_FILE) == man.files[MODEL_CARD_FILE]
+        assert QualityGates.from_json(man.training["quality_gates"]) == QualityGates()
         assert man.training["training_sha256"] == rnd.training_sha256
         assert man.training["seed"] == "0"
         assert CutoffRule.from_json(man.training["cutoff_rule"]) == CutoffRule()
@@ -252,6 +192,7 @@ def test_release_is_recorded_and_the_next_sequence_follows(released, tmp_path):
         trust=lab.world.trust_root,
         out_dir=tmp_path / "out",
         valid_days=30,
+        gates=LOOSE,
     )
     v = verify_bundle(again[0], trust=lab.world.trust_root, audience=again[0].name, state_dir=None)
     assert v.manifest.sequence == 2
@@ -260,7 +201,7 @@ def test_release_is_recorded_and_the_next_sequence_follows(released, tmp_path):
 
 def test_a_changed_training_table_or_model_is_refused(released, tmp_path):
     lab, _ = released
-    args = {"lab_key": lab.world.secret(LAB), "trust": lab.world.trust_root}
+    args = {"lab_key": lab.world.secret(LAB), "trust": lab.world.trust_root, "gates": LOOSE}
     changed = copy_lab(lab, tmp_path / "a")
     (changed.models_dir / "combiner.financial_stability.onnx").write_bytes(b"not a model")
     with pytest.raises(LabError) as err:
@@ -294,3 +235,96 @@ def test_a_key_that_is_not_the_labs_is_refused(released, tmp_path):
     assert not LabDir(copy.lab).read_registry().releases.keys() - set(
         LabDir(lab.lab).read_registry().releases
     )
+
+
+# -- quality gates ----------------------------------------------------------------------------
+
+
+def _audit(lab_dir) -> list:
+    return list(AuditLog(LabDir(lab_dir).audit_path, LAB).entries())
+
+
+def test_a_round_failing_the_gates_is_refused_and_nothing_is_written(trained, tmp_path):
+    lab, rnd = trained
+    copy = copy_lab(lab, tmp_path / "lab")
+    out = tmp_path / "out"
+    with pytest.raises(QualityRefused) as err:
+        release_round(
+            copy.lab,
+            copy.request_id,
+            lab_key=lab.world.secret(LAB),
+            trust=lab.world.trust_root,
+            out_dir=out,
+        )
+    assert err.value.code == "quality_gate_failed" and err.value.exit_code == 3
+    message = str(err.value)
+    failing = {f.model for f in err.value.failures}
+    assert failing and all(name.startswith("CUSTOMS.") for name in failing)
+    for f in err.value.failures:  # each failing model, measure, value and limit is named
+        metric = "AUC" if f.gate.endswith("auc") else "ECE"
+        assert f"{f.model}: {metric} {f.value:.3f}" in message
+        assert f"{f.limit:.3f}" in message
+        assert f.value == getattr(rnd.model(f.model).evaluation, metric.lower())
+    assert "--force" in message
+    assert not out.exists() or not list(out.iterdir())
+    assert not LabDir(copy.lab).read_registry().releases.keys() - set(
+        LabDir(lab.lab).read_registry().releases
+    )
+    last = _audit(copy.lab)[-1]
+    assert (last.action, last.outcome, last.subject) == (
+        "release_refused",
+        "refused",
+        copy.request_id,
+    )
+    assert "CUSTOMS." in last.details["failures"]
+
+
+def test_a_forced_release_records_each_override(released):
+    lab, bundles = released
+    for bundle in bundles:
+        v = verify_bundle(bundle, trust=lab.world.trust_root, audience=bundle.name, state_dir=None)
+        overrides = v.manifest.quality_overrides
+        if bundle.name == "CUSTOMS":
+            assert overrides and all(o.endswith(f"forced: {FORCE_REASON}") for o in overrides)
+            assert all(o.startswith("CUSTOMS.") for o in overrides)
+        else:
+            assert overrides == ()  # its models pass: nothing overridden there
+    entries = _audit(lab.lab)
+    (forced,) = [e for e in entries if e.action == "quality_gates_overridden"]
+    assert forced.details["reason"] == FORCE_REASON
+    assert forced.subject == bundles[0].parent.name
+    written = next(e for e in entries if e.action == "release_written")
+    assert written.details["quality_overrides"] == forced.details["count"] != "0"
+
+
+def test_custom_gates_are_applied_and_recorded(trained, tmp_path):
+    lab, _ = trained
+    args = {"lab_key": lab.world.secret(LAB), "trust": lab.world.trust_root}
+    copy = copy_lab(lab, tmp_path / "lab")
+    bundles = release_round(copy.lab, copy.request_id, out_dir=tmp_path / "a", gates=LOOSE, **args)
+    for bundle in bundles:
+        v = verify_bundle(bundle, trust=lab.world.trust_root, audience=bundle.name, state_dir=None)
+        assert QualityGates.from_json(v.manifest.training["quality_gates"]) == LOOSE
+        assert v.manifest.quality_overrides == ()
+    leak = QualityGates(min_auc=0.0, max_auc=0.8, max_ece=1.0)  # "leakage" above 0.8
+    with pytest.raises(QualityRefused) as err:
+        release_round(copy.lab, copy.request_id, out_dir=tmp_path / "b", gates=leak, **args)
+    assert {f.gate for f in err.value.failures} == {"max_auc"}
+    assert "combiner." in str(err.value) and "above the ceiling 0.800" in str(err.value)
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 101, "two\nlines"])
+def test_a_bad_force_reason_is_refused(trained, tmp_path, reason):
+    lab, _ = trained
+    with pytest.raises(LabError) as err:
+        release_round(
+            lab.lab,
+            lab.request_id,
+            lab_key=lab.world.secret(LAB),
+            trust=lab.world.trust_root,
+            out_dir=tmp_path / "out",
+            force=reason,
+        )
+    assert err.value.code == "bad_option" and "--force" in str(err.value)
+    assert not (tmp_path / "out").exists()
