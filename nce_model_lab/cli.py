@@ -9,6 +9,7 @@ from ._cli_demo import register as _register_demo
 from ._cli_sample import register as _register_sample
 from ._cli_synth import synth
 from ._cli_train import register as _register_train
+from ._cli_train_table import register as _register_train_table
 from ._cli_trust import register as _register_trust
 
 app = App(
@@ -25,6 +26,7 @@ add_audit_commands(app)
 _register_trust(app)
 _register_sample(app)
 _register_train(app)
+_register_train_table(app)
 app.command("synth")(synth)
 _register_demo(app)
 
