@@ -5,7 +5,9 @@ from __future__ import annotations
 from sample_protocol.cli_commands import add_audit_commands, add_keys_commands
 from sample_protocol.cli_support import App
 
+from ._cli_monitor import register as _register_monitor
 from ._cli_sample import register as _register_sample
+from ._cli_score import register as _register_score
 
 app = App(
     prog="agency-runtime",
@@ -20,6 +22,8 @@ app.add_version_option()
 add_keys_commands(app)
 add_audit_commands(app)
 _register_sample(app)
+_register_score(app)
+_register_monitor(app)
 
 
 def main() -> None:

@@ -370,7 +370,8 @@ def _batches(path: Path, fmt: str, needed: Sequence[str], specs: dict[str, Field
              key: str, batch_size: int) -> Iterator[pa.Table]:  # fmt: skip
     if fmt == "parquet":
         try:
-            pf = pq.ParquetFile(path)
+            # No pre-buffering: with it, memory grows with the number of row groups.
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise _fail("missing_extract", path, "file not found") from None

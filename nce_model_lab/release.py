@@ -70,6 +70,7 @@ from sample_protocol.records import (
     CategoryCutoffs,
     ModelEntry,
     ReleaseManifest,
+    SampleManifest,
     new_record_id,
     sha256_bytes,
 )
@@ -362,6 +363,22 @@ def _training_notes(
     return notes
 
 
+def _generalisation_notes(
+    lab: LabDir, request_id: str, models: Sequence[TrainedModel]
+) -> dict[str, str]:
+    """``generalisation:<SOURCE>``: how the sample's quasi-identifiers were generalised
+    (field -> level, from the body's depersonalisation report), so that the body encodes
+    its raw population exactly as the training sample was (``agency-runtime score``)."""
+    notes: dict[str, str] = {}
+    for source in sorted({m.source for m in models if m.source is not None}):
+        path = lab.manifest_path(request_id, source)
+        if not path.is_file():
+            continue
+        manifest = SampleManifest.from_json(path.read_text(encoding="utf-8"), where=str(path))
+        notes[f"generalisation:{source}"] = canonical_json(manifest.report.generalised).decode()
+    return notes
+
+
 def _bundle_model_files(models_dir: Path, models: Sequence[TrainedModel]) -> dict[str, bytes]:
     """The files of one bundle that come from the trained models directory.
 
@@ -471,7 +488,10 @@ def release_round(
                 files=build_manifest_files(files),
                 parity_fixture="parity.json",
                 model_card=MODEL_CARD_FILE,
-                training=_training_notes(trained, models, gates),
+                training={
+                    **_training_notes(trained, models, gates),
+                    **_generalisation_notes(lab, trained.request_id, models),
+                },
                 quality_overrides=overrides,
             )
             write_bundle(tmp / audience, manifest, files, lab_key)

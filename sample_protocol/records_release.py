@@ -50,7 +50,16 @@ MODEL_INPUT_TYPES = frozenset(
     | {"uint8", "uint16", "uint32", "uint64"}
 )
 #: The columns of a preliminary-index batch: exactly these leave a body's perimeter.
-BATCH_COLUMNS = ("bin", "source", "index", "value", "category", "release_id", "as_of")
+BATCH_COLUMNS = (
+    "bin",
+    "source",
+    "index",
+    "value",
+    "category",
+    "probability",
+    "release_id",
+    "as_of",
+)
 
 _OPSET_DOMAIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._")
 

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from sample_protocol.catalogue import Catalogue, Mode
+from sample_protocol.combiner_inputs import LOGIT_CLIP, CombinerLayout, combiner_matrix, log_odds
 from sample_protocol.features import FeatureSpec
 
 from ..onnx_export import to_onnx
@@ -52,19 +53,8 @@ __all__ = [
 
 #: Share of training rows whose preliminary index of a source is blanked (per source).
 DROPOUT = 0.2
-#: Log-odds are clipped to [-LOGIT_CLIP, LOGIT_CLIP].
-LOGIT_CLIP = 10.0
-
 Floats = npt.NDArray[np.float64]
 Matrix = npt.NDArray[np.float32]
-
-
-def log_odds(p: Any) -> Matrix:
-    """Clipped log-odds of probabilities; NaN stays NaN."""
-    q = np.asarray(p, dtype=np.float64)
-    eps = 1.0 / (1.0 + np.exp(LOGIT_CLIP))
-    q = np.clip(q, eps, 1.0 - eps)
-    return np.asarray(np.log(q) - np.log1p(-q), dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,29 +69,20 @@ class Combiner:
     selection: Selection
 
     @property
-    def input_names(self) -> tuple[str, ...]:
-        return (
-            *(f"{s}__{self.index}__log_odds" for s in self.preliminary_sources),
-            *(f"{s}__missing" for s in self.preliminary_sources),
-            *self.direct_spec.names,
-            *(f"{s}__missing" for s in self.direct_sources),
+    def layout(self) -> CombinerLayout:
+        """The order of the inputs, shared with the register (``sample_protocol``)."""
+        return CombinerLayout(
+            self.index, self.preliminary_sources, self.direct_spec, self.direct_sources
         )
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.layout.input_names
 
     def matrix(self, table: pa.Table, preliminary: Mapping[str, Any]) -> Matrix:
         """The input matrix; ``preliminary[source]`` is the probability per row (NaN or
         an absent key = missing)."""
-        n = table.num_rows
-        prelim = np.full((n, len(self.preliminary_sources)), np.nan, dtype=np.float32)
-        for j, s in enumerate(self.preliminary_sources):
-            if preliminary.get(s) is not None:
-                prelim[:, j] = log_odds(preliminary[s])
-        missing = np.isnan(prelim).astype(np.float32)
-        direct = self.direct_spec.transform(table, allow_missing=True)
-        absent = np.empty((n, len(self.direct_sources)), dtype=np.float32)
-        for j, s in enumerate(self.direct_sources):
-            part = FeatureSpec(columns=tuple(c for c in self.direct_spec.columns if c.source == s))
-            absent[:, j] = ~present_rows(table, part)
-        return np.hstack([prelim, missing, direct, absent]).astype(np.float32)
+        return combiner_matrix(self.layout, preliminary, table)
 
     def predict_proba(self, table: pa.Table, preliminary: Mapping[str, Any]) -> Floats:
         X = self.matrix(table, preliminary)

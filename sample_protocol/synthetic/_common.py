@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalogue import SourceSpec
+from ..catalogue import FieldSpec, SourceSpec
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -134,5 +134,17 @@ def build_table(spec: SourceSpec, key: pa.Array, columns: Mapping[str, pa.Array]
         raise RuntimeError(
             f"{spec.code}: generator columns differ: missing {missing}, extra {extra}"
         )
-    arrays = [key, *(columns[name] for name in spec.field_names())]
+    arrays = [key, *(_within_range(columns[f.name], f) for f in spec.fields)]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _within_range(arr: pa.Array, field: FieldSpec) -> pa.Array:
+    """A numeric column clipped to its contract's range: a heavy tail drawn for millions of
+    entities must not give a value the contract (and so every body's checks) refuses."""
+    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        return arr
+    if field.min_value is not None:
+        arr = pc.max_element_wise(arr, pa.scalar(field.min_value).cast(arr.type), skip_nulls=False)
+    if field.max_value is not None:
+        arr = pc.min_element_wise(arr, pa.scalar(field.max_value).cast(arr.type), skip_nulls=False)
+    return arr

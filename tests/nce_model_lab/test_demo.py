@@ -12,7 +12,7 @@ from nce_model_lab.cli import app
 from nce_model_lab.demo import run_demo
 from nce_model_lab.errors import LabError
 from sample_protocol.identifier_columns import identifier_mask
-from sample_protocol.records import is_random_id
+from sample_protocol.records import ReleaseManifest, is_random_id
 
 runner = CliRunner()
 
@@ -40,6 +40,16 @@ def test_demo_runs_a_round_and_leaves_no_identifier(tmp_path):
     assert sorted(p.rsplit("/", 1)[-1] for p in result.bundles) == sorted(
         ["TAX", "LEGAL_STATS", "CIVIL_STATUS", "REGISTER"]
     )
+    # each body's bundle says how its sample was generalised, so it scores raw data alike
+    for bundle in result.bundles:
+        audience = bundle.rsplit("/", 1)[-1]
+        if audience == "REGISTER":
+            continue
+        manifest = ReleaseManifest.from_json(
+            (tmp_path / "demo" / bundle / "manifest.json").read_text()
+        )
+        note = json.loads(manifest.training[f"generalisation:{audience}"])
+        assert isinstance(note, dict)
     assert any("ingest and join" in line for line in seen)
     # The truth stays in its own folder, never in the lab's directory.
     assert (tmp_path / "demo" / "economy" / "truth" / "truth.parquet").exists()

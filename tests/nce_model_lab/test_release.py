@@ -33,7 +33,12 @@ from sample_protocol.audit import AuditLog
 from sample_protocol.bundle_verify import verify_bundle
 from sample_protocol.catalogue import index_ids
 from sample_protocol.features import FeatureSpec
-from sample_protocol.records import REGISTER_AUDIENCE, CategoryCutoffs, sha256_file
+from sample_protocol.records import (
+    REGISTER_AUDIENCE,
+    CategoryCutoffs,
+    SampleManifest,
+    sha256_file,
+)
 from sample_protocol.scores import CutoffRule, ScoreScale, categorise
 from tests.agency_runtime.round_fixtures import LAB
 from tests.nce_model_lab.conftest import FORCE_REASON, add_request, copy_lab
@@ -154,8 +159,17 @@ def test_every_bundle_verifies_for_its_audience(released, trained, tmp_path):
         if bundle.name == REGISTER_AUDIENCE:
             assert all(m.source is None for m in man.models)
             assert {m.index for m in man.models} == set(index_ids())
+            assert not [k for k in man.training if k.startswith("generalisation:")]
         else:
             assert {m.source for m in man.models} == {bundle.name}
+            # how the body's sample was generalised, so that it scores its raw data alike
+            path = LabDir(lab.lab).manifest_path(rnd.request_id, bundle.name)
+            key = f"generalisation:{bundle.name}"
+            if path.is_file():
+                sample = SampleManifest.from_json(path.read_text())
+                assert json.loads(man.training[key]) == dict(sample.report.generalised)
+            else:  # a round built without a sample from this body: nothing to say
+                assert key not in man.training
         assert set(v.models) == {m.name for m in man.models} == set(v.parity)
         assert max(v.parity.values()) <= 1e-5
         for entry in man.models:

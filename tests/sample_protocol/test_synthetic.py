@@ -378,3 +378,19 @@ def test_roc_auc_matches_scikit_learn_with_ties(rows: list[tuple[bool, int]]) ->
 
 def test_roc_auc_without_both_classes_is_nan() -> None:
     assert np.isnan(roc_auc(np.array([True, True]), np.array([0.1, 0.2])))
+
+
+def test_generated_values_are_clipped_to_the_contract_range():
+    """Regression: at 1,000,000 entities a Poisson tail gave tax_sanctions_3y = 227 > 200,
+    which every body's contract check (rightly) refuses."""
+    import pyarrow as _pa
+
+    from sample_protocol.catalogue import get_source
+    from sample_protocol.synthetic._common import _within_range
+
+    field = get_source("TAX").field("tax_sanctions_3y")
+    clipped = _within_range(_pa.array([0, 5, 227, None], _pa.int64()), field)
+    assert clipped.to_pylist() == [0, 5, 200, None]
+    assert clipped.type == _pa.int64()
+    text = _pa.array(["a", None])
+    assert _within_range(text, field) is text  # only numbers are clipped
