@@ -126,6 +126,34 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             "breast_cancer_auc_difference": "AUC",
         },
     ),
+    Benchmark(
+        name="score",
+        module="benchmarks.bench_score",
+        issue="#7 agency-runtime score",
+        params={"rows": 1_000_000},
+        targets=(
+            Target("score_vs_onnxruntime", "x", ">= 0.8 x bare onnxruntime", lambda v: v >= 0.8),
+            Target(
+                "score_vs_sklearn", "x", ">= 1 x scikit-learn predict_proba", lambda v: v >= 1.0
+            ),
+            Target(
+                "peak_rss_ratio_4x",
+                "x",
+                "peak memory for 4,000,000 rows <= 1.2 x that for 1,000,000",
+                lambda v: v <= 1.2,
+            ),
+        ),
+        units={
+            "score_rows_per_second": "rows/s",
+            "onnxruntime_rows_per_second": "rows/s",
+            "sklearn_rows_per_second": "rows/s",
+            "peak_rss_mb": "MB",
+            "peak_rss_4x_mb": "MB",
+            "score_seconds": "s",
+            "onnxruntime_seconds": "s",
+            "sklearn_seconds": "s",
+        },
+    ),
 )
 
 

@@ -1,0 +1,344 @@
+"""Benchmark: the register at national scale: ingest, combine and report look-ups over HTTP.
+
+Issue 8's targets, with ``entities`` entities and the preliminary-index batches of the 3
+bodies that score them (TAX: 4 indexes, sealed to the register as in production;
+LEGAL_STATS and CIVIL_STATUS: 2 each, so 8 rows per entity):
+
+* a full ``combine`` at most 5x the time pyarrow takes to read the same batches' Parquet
+  files (``combine_vs_read``);
+* report look-ups (``GET /entities/{id}/report``: build, sign, log the check) over HTTP on
+  127.0.0.1 with ``clients`` concurrent keep-alive clients: p99 under 20 ms;
+* para 34's one-hour limit for a report beaten by five orders of magnitude
+  (``orders_below_one_hour`` = log10(3600 s / p99)).
+
+Set-up (not timed): a real round from ``nce-lab demo`` (keys, trust root, the lab's signed
+release bundles, ~40 s; or ``round_dir``: an existing demo output), a synthetic economy of
+``entities`` entities for the direct feeds the combiners use, the bodies' batches written
+with :class:`~sample_protocol.batch.BatchWriter` (probabilities drawn from a Beta
+distribution, values and categories from each body bundle's scale and cut-offs; the models
+are not run), and a synthetic ``TAX_LISTS`` feed. Timed: ``ingest`` of the 3 batches (full
+verification, one transaction each), ``ingest-feed`` of the feeds, ``combine``, the
+pyarrow read of the batches' plain Parquet files (best of 3), and the look-ups against
+``registry-combiner serve`` in its own process, with a lean asyncio HTTP/1.1 client here
+(warm-up first; also one client alone for the unloaded latency).
+
+Run as a script (``python benchmarks/bench_register.py [ENTITIES]``) or call :func:`run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import math
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+BODIES = {"TAX": "tax-body", "LEGAL_STATS": "legal-stats-body", "CIVIL_STATUS": "civil-status-body"}
+REGISTER = "register"
+_LIST_RATES = {
+    "bankrupt": 0.004, "pseudo_enterprise": 0.006, "invalid_registration": 0.003,
+    "inactive": 0.03, "absent_at_address": 0.02, "illegal_reorganisation": 0.001,
+    "tax_debtor": 0.05,
+}  # fmt: skip
+
+
+def _demo(work: Path, seed: int) -> Path:
+    out = work / "round"
+    subprocess.run(
+        [sys.executable, "-c", "from nce_model_lab.cli import main; main()", "demo", "--out",
+         str(out), "--entities", "2000", "--seed", str(seed)],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    return out
+
+
+def _bundles(round_dir: Path) -> tuple[str, dict[str, Path]]:
+    releases = sorted((round_dir / "releases").iterdir())
+    release = releases[-1]
+    return release.name, {p.name: p for p in release.iterdir() if p.is_dir()}
+
+
+def _write_batches(
+    work: Path, round_dir: Path, bins: pa.Array, seed: int
+) -> tuple[dict[str, Path], dict[str, Path], int]:
+    """Each body's batch (TAX sealed) and a plain Parquet copy of each data file."""
+    from sample_protocol.batch import BATCH_SCHEMA, BatchWriter
+    from sample_protocol.envelope import open_file
+    from sample_protocol.keys import load_public_key, load_secret_key
+    from sample_protocol.records_release import ReleaseManifest
+    from sample_protocol.scores import ScoreScale, categorise, to_values
+
+    release_id, bundles = _bundles(round_dir)
+    keys = round_dir / "keys"
+    register_pub = load_public_key(keys / f"{REGISTER}.pub")
+    register_key = load_secret_key(keys / f"{REGISTER}.key")
+    rng = np.random.default_rng(seed)
+    n = len(bins)
+    as_of = dt.date.today()
+    batches: dict[str, Path] = {}
+    plain: dict[str, Path] = {}
+    rows = 0
+    for source, party in BODIES.items():
+        manifest = ReleaseManifest.from_json((bundles[source] / "manifest.json").read_bytes())
+        indexes = [m.index for m in manifest.models if m.source == source]
+        body_key = load_secret_key(keys / f"{party}.key")
+        out = work / "batches" / source
+        seal = register_pub if source == "TAX" else None
+        with BatchWriter(out, body_key=body_key, source=source, release_id=release_id,
+                         as_of=as_of, seal_to=seal) as writer:  # fmt: skip
+            for index in indexes:
+                p = np.round(np.clip(rng.beta(1.2, 14.0, n), 0.0001, 0.9999), 4)
+                scale = ScoreScale.from_json(manifest.training[f"scale:{index}"])
+                table = pa.table(
+                    {
+                        "bin": bins,
+                        "source": pa.array(np.full(n, source)),
+                        "index": pa.array(np.full(n, index)),
+                        "value": pa.array(to_values(p, scale).astype(np.int8)),
+                        "category": pa.array(categorise(p, manifest.cutoffs_for(index))),
+                        "probability": pa.array(p),
+                        "release_id": pa.array(np.full(n, release_id)),
+                        "as_of": pa.array(np.full(n, as_of), pa.date32()),
+                    }
+                ).cast(BATCH_SCHEMA)
+                writer.write(table)
+                rows += n
+        batches[source] = out
+        data = out / "batch.parquet"
+        if seal is not None:
+            data = work / "plain" / f"{source}.parquet"
+            data.parent.mkdir(parents=True, exist_ok=True)
+            open_file(out / "batch.parquet.kzse", data, recipient=register_key,
+                      senders=body_key.public)  # fmt: skip
+        plain[source] = data
+    return batches, plain, rows
+
+
+def _write_feeds(
+    work: Path, economy: Any, sources: list[str], bins: pa.Array, seed: int
+) -> dict[str, Path]:
+    from registry_combiner.feeds import LISTS
+    from registry_combiner.store import LISTS_SOURCE
+
+    feeds: dict[str, Path] = {}
+    (work / "feeds").mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        path = work / "feeds" / f"{source}.parquet"
+        pq.write_table(economy.source(source), path)
+        feeds[source] = path
+    rng = np.random.default_rng(seed + 1)
+    lists = {
+        "bin": bins,
+        **{name: pa.array(rng.random(len(bins)) < _LIST_RATES[name]) for name in LISTS},
+    }
+    path = work / "feeds" / f"{LISTS_SOURCE}.parquet"
+    pq.write_table(pa.table(lists), path)
+    feeds[LISTS_SOURCE] = path
+    return feeds
+
+
+def _read_seconds(files: list[Path], repeat: int = 3) -> float:
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for f in files:
+            pq.read_table(f)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+# -- HTTP look-ups ---------------------------------------------------------------------------
+
+
+async def _client(
+    port: int, paths: list[str], token: str, out: list[float], errors: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for path in paths:
+            request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       f"Authorization: Bearer {token}\r\n\r\n").encode()  # fmt: skip
+            t0 = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            out.append(time.perf_counter() - t0)
+            status = int(head.split(b" ", 2)[1])
+            if status != 200:
+                errors.append(status)
+    finally:
+        writer.close()
+
+
+async def _load(
+    port: int, token: str, bins: list[str], clients: int, per_client: int, seed: int
+) -> tuple[list[float], list[int], float]:
+    rng = random.Random(seed)
+    lat: list[float] = []
+    errors: list[int] = []
+    plans = [
+        [f"/entities/{rng.choice(bins)}/report" for _ in range(per_client)] for _ in range(clients)
+    ]
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_client(port, p, token, lat, errors) for p in plans))
+    return lat, errors, time.perf_counter() - t0
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q) * 1000)
+
+
+def _lookups(
+    work: Path, round_dir: Path, bins: list[str], clients: int, lookups: int, seed: int
+) -> dict[str, Any]:
+    from registry_combiner.tokens import add_user
+
+    tokens = work / "tokens.json"
+    token, _ = add_user(tokens, "bench")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from registry_combiner.cli import main; main()", "serve",
+         "--state", str(work / "state"), "--key", str(round_dir / "keys" / f"{REGISTER}.key"),
+         "--tokens", str(tokens), "--port", str(port), "--no-access-log"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("registry-combiner serve did not start") from None
+                time.sleep(0.2)
+        asyncio.run(_load(port, token, bins, clients, 5, seed))  # warm-up: threads, caches
+        single, err1, _ = asyncio.run(_load(port, token, bins, 1, 300, seed + 1))
+        lat, errors, seconds = asyncio.run(
+            _load(port, token, bins, clients, max(1, lookups // clients), seed + 2)
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    p99 = _pct(lat, 99)
+    return {
+        "report_p50_ms": round(_pct(lat, 50), 2),
+        "report_p99_ms": round(p99, 2),
+        "reports_per_second": round(len(lat) / seconds, 1),
+        "report_single_client_p50_ms": round(_pct(single, 50), 2),
+        "report_single_client_p99_ms": round(_pct(single, 99), 2),
+        "lookups": len(lat),
+        "lookup_errors": len(errors) + len(err1),
+        "orders_below_one_hour": round(math.log10(3600.0 / (p99 / 1000.0)), 2),
+    }
+
+
+def run(
+    entities: int = 2_000_000,
+    bodies: int = 3,
+    clients: int = 32,
+    lookups: int = 6_400,
+    seed: int = 7,
+    round_dir: str | None = None,
+    work_dir: str | None = None,
+) -> dict[str, Any]:
+    """Build, ingest, combine and serve ``entities`` entities; return the figures."""
+    from registry_combiner.combine import combine
+    from registry_combiner.feeds import ingest_feed
+    from registry_combiner.ingest import ingest_batch
+    from registry_combiner.store_sqlite import SqliteStore
+    from sample_protocol.catalogue import Catalogue, Mode
+    from sample_protocol.keys import load_public_key, load_secret_key
+    from sample_protocol.synthetic import generate_economy
+    from sample_protocol.trust import load_trust_root
+
+    if bodies != len(BODIES):
+        raise ValueError(f"bodies: the demo round has {len(BODIES)} preliminary bodies")
+    tmp = tempfile.TemporaryDirectory(prefix="bench-register-", dir=work_dir)
+    work = Path(tmp.name)
+    try:
+        t0 = time.perf_counter()
+        rdir = Path(round_dir) if round_dir else _demo(work, seed)
+        _, bundles = _bundles(rdir)
+        cat = Catalogue.default()
+        direct = [s for s in cat.source_codes() if cat.mode(s) is Mode.DIRECT]
+        economy = generate_economy(entities, seed, direct)
+        bins = pc.unique(economy.truth["bin"])
+        batches, plain, rows = _write_batches(work, rdir, bins, seed)
+        feeds = _write_feeds(work, economy, direct, bins, seed)
+        del economy
+        setup = time.perf_counter() - t0
+
+        keys = rdir / "keys"
+        trust = load_trust_root(
+            rdir / "trust.json", root_public=load_public_key(keys / "nce-root.pub")
+        )
+        state = work / "state"
+        state.mkdir()
+        store = SqliteStore(state / "register.sqlite")
+        from registry_combiner.ingest import verify_release
+
+        verify_release(bundles["REGISTER"], store=store, trust=trust, state_dir=state)
+        register_key = load_secret_key(keys / f"{REGISTER}.key")
+        t0 = time.perf_counter()
+        for path in batches.values():
+            ingest_batch(path, store=store, trust=trust, recipient=register_key)
+        ingest = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for source, path in feeds.items():
+            ingest_feed(store, source, path)
+        feed_ingest = time.perf_counter() - t0
+        done = combine(store, bundles["REGISTER"], trust=trust, state_dir=state)
+        combine_s = done.seconds
+        store.close()
+        read = _read_seconds(list(plain.values()))
+        sample = [
+            str(b) for b in random.Random(seed).sample(bins.to_pylist(), min(20_000, len(bins)))
+        ]
+        http = _lookups(work, rdir, sample, clients, lookups, seed)
+        batch_mb = sum(p.stat().st_size for p in plain.values()) / 1e6
+        db_mb = sum(p.stat().st_size for p in state.glob("register.sqlite*")) / 1e6
+    finally:
+        tmp.cleanup()
+    return {
+        "entities": len(bins),
+        "batch_rows": rows,
+        "batch_mb": round(batch_mb, 1),
+        "database_mb": round(db_mb, 1),
+        "setup_seconds": round(setup, 1),
+        "ingest_seconds": round(ingest, 2),
+        "ingest_rows_per_second": round(rows / ingest),
+        "feed_ingest_seconds": round(feed_ingest, 2),
+        "combine_seconds": round(combine_s, 2),
+        "pyarrow_read_seconds": round(read, 3),
+        "combine_vs_read": round(combine_s / read, 1),
+        "clients": clients,
+        **http,
+    }
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
+    extra = {"round_dir": sys.argv[2]} if len(sys.argv) > 2 else {}
+    print(json.dumps(run(entities=n, **extra), indent=2))  # type: ignore[arg-type]
