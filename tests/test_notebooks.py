@@ -38,10 +38,22 @@ def test_notebook_is_committed_without_outputs_and_current(path):
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    """One small round played by ``nce-lab demo``, copied by the notebooks that need one."""
+    from nce_model_lab.demo import run_demo
+
+    out = tmp_path_factory.mktemp("nb") / "demo"
+    run_demo(out, entities=2_000, seed=7)
+    return out
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, tmp_path, monkeypatch, request):
     monkeypatch.setenv("KZS_NB_ENTITIES", "3000")
-    monkeypatch.setenv("KZS_NB_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("KZS_NB_WORKDIR", str(tmp_path / "work"))
+    if "KZS_NB_DEMO_DIR" in path.read_text(encoding="utf-8"):
+        monkeypatch.setenv("KZS_NB_DEMO_DIR", str(request.getfixturevalue("demo_dir")))
     bindir = Path(sys.executable).parent
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     nb = nbformat.read(path, as_version=4)

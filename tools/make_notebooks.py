@@ -138,8 +138,133 @@ for category, rate in ev.category_rates.items():
     ),
 ]
 
+# The body and register notebooks start from a whole round played by `nce-lab demo`
+# (or, in the test suite, a copy of one built once: KZS_NB_DEMO_DIR).
+ROUND = """import os, shutil, tempfile
+from pathlib import Path
+from nce_model_lab.demo import run_demo
+
+ENTITIES = int(os.environ.get("KZS_NB_ENTITIES", "20000"))
+WORK = Path(os.environ.get("KZS_NB_WORKDIR") or tempfile.mkdtemp(prefix="kzs-"))
+ROUND = WORK / "round"
+if os.environ.get("KZS_NB_DEMO_DIR"):
+    shutil.copytree(os.environ["KZS_NB_DEMO_DIR"], ROUND)
+else:
+    run_demo(ROUND, entities=ENTITIES, seed=7, progress=print)
+RELEASE = sorted((ROUND / "releases").iterdir())[-1]
+print("release", RELEASE.name, "bundles:", sorted(p.name for p in RELEASE.iterdir()))"""
+
+BODY: list[tuple[str, str]] = [
+    (
+        "md",
+        "# The state body's operator: verify, score, monitor\\n\\n"
+        "A body installs only `pip install '.[agency]'` (numpy, pyarrow, onnx, onnxruntime, "
+        "pynacl, typer) and runs everything inside its perimeter. What leaves is one signed "
+        "batch of preliminary indexes: a 1-99 value, a category and a probability per "
+        "entity and index, nothing else.\\n\\n"
+        "We start from a whole round played by `nce-lab demo` on a synthetic economy, and "
+        "take the place of the tax body.",
+    ),
+    ("code", ROUND),
+    (
+        "md",
+        "## 1. Verify the release before loading anything\\n\\n"
+        "Signature against the trust root (pinned root key), every file's SHA-256, expiry, "
+        "revocation, rollback, the ONNX gate (operator allowlist, exact inputs and outputs, "
+        "CPU only) and the parity fixture re-run on this machine.",
+    ),
+    (
+        "code",
+        """from sample_protocol.keys import load_public_key, load_secret_key
+from sample_protocol.trust import load_trust_root
+from agency_runtime.verify import verify_release
+
+keys = ROUND / "keys"
+state = WORK / "tax-state"
+trust = load_trust_root(ROUND / "trust.json", root_public=load_public_key(keys / "nce-root.pub"),
+                        state_dir=state)
+tax_key = load_secret_key(keys / "tax-body.key")
+verified = verify_release(RELEASE / "TAX", state_dir=state, actor="tax-body", trust=trust,
+                          source="TAX")
+print(verified.release_id, "sequence", verified.manifest.sequence,
+      "signed by", verified.bundle.signer)
+for m in verified.manifest.models:
+    print(f"  {m.name:32s} {len(m.input_names)} inputs")""",
+    ),
+    (
+        "md",
+        "A flipped byte anywhere in the bundle is refused, and nothing is loaded:",
+    ),
+    (
+        "code",
+        """import shutil
+from sample_protocol.errors import ProtocolError
+
+tampered = WORK / "tampered"
+shutil.copytree(RELEASE / "TAX", tampered)
+model = next((tampered / "models").glob("*.onnx"))
+data = bytearray(model.read_bytes()); data[len(data) // 2] ^= 1; model.write_bytes(bytes(data))
+try:
+    verify_release(tampered, state_dir=WORK / "other-state", actor="tax-body", trust=trust,
+                   source="TAX")
+    raise AssertionError("a tampered bundle was accepted")
+except ProtocolError as exc:
+    print("refused:", exc.code)""",
+    ),
+    (
+        "md",
+        "## 2. Score the whole population\\n\\n"
+        "The input is streamed in batches (memory does not grow with it), every row is "
+        "checked against the source's contract, quasi-identifiers are generalised as the "
+        "training sample was, and the batch is signed by the body and sealed to the register.",
+    ),
+    (
+        "code",
+        """import datetime as dt
+from agency_runtime.score import score_population
+
+result = score_population(
+    RELEASE / "TAX", ROUND / "economy" / "sources" / "TAX.parquet", source="TAX", key=tax_key,
+    out=WORK / "batch-tax", state_dir=state, trust=trust,
+    seal_to=load_public_key(keys / "register.pub"), as_of=dt.date(2025, 1, 1))
+print(f"{result.entities:,} entities, {result.rows:,} rows, batch {result.manifest.batch_id}")
+for index, counts in result.categories.items():
+    print(f"  {index:22s} {counts}")
+print(sorted(p.name for p in result.out.iterdir()))""",
+    ),
+    (
+        "md",
+        "The batch carries exactly the batch schema; the register opens it with its own key:",
+    ),
+    (
+        "code",
+        """from sample_protocol.batch import BATCH_SCHEMA, open_batch
+
+opened = open_batch(result.out, trust=trust, recipient=load_secret_key(keys / "register.key"))
+assert opened.table.schema.names == BATCH_SCHEMA.names
+print(opened.signer, opened.table.num_rows, "rows;", opened.table.schema.names)
+print(opened.table.slice(0, 4).to_pylist())""",
+    ),
+    (
+        "md",
+        "## 3. Monitor drift\\n\\n"
+        "Population stability (PSI) of every input and of the score against the training "
+        "distributions carried in the bundle; only aggregates are written.",
+    ),
+    (
+        "code",
+        """from agency_runtime.monitor import monitor_population
+
+report = monitor_population(RELEASE / "TAX", ROUND / "economy" / "sources" / "TAX.parquet",
+                            source="TAX", state_dir=state, trust=trust, key=tax_key)
+for drift in report.models:
+    print(f"{drift.model:30s} score PSI {drift.score.psi:.4f} ({drift.flag.value})")""",
+    ),
+]
+
 NOTEBOOK_CELLS: dict[str, list[tuple[str, str]]] = {
     "01_nce_data_scientist.ipynb": LAB,
+    "02_state_body_operator.ipynb": BODY,
 }
 
 
