@@ -60,7 +60,12 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.model_selection import StratifiedKFold
 
-from sample_protocol.bundle import build_manifest_files, build_parity_fixture, write_bundle
+from sample_protocol.bundle import (
+    build_manifest_files,
+    build_parity_fixture,
+    check_out_dir,
+    write_bundle,
+)
 from sample_protocol.catalogue import get_source, index_ids
 from sample_protocol.errors import CatalogueError
 from sample_protocol.keys import SecretKey
@@ -243,20 +248,6 @@ def _check_options(index: str, source: str, valid_days: int, sequence: int | Non
         raise LabError(f"--sequence: expected at least 1, found {sequence}", code="bad_option")
 
 
-def _check_out(out: Path) -> None:
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise LabError(
-            f"bundle {out}: expected a new or empty directory, found a file or link",
-            code="bundle_exists",
-        )
-    if out.is_dir() and any(out.iterdir()):
-        raise LabError(
-            f"bundle {out}: expected a new or empty directory, found one with files "
-            "(a bundle is never written over another)",
-            code="bundle_exists",
-        )
-
-
 def _notes(
     path: Path, data: bytes, prepared: PreparedTable, fit: TableFit, **extra: str
 ) -> dict[str, str]:
@@ -306,7 +297,7 @@ def train_table(
     """
     _check_options(index, source, valid_days, sequence)
     out = Path(out_dir)
-    _check_out(out)
+    check_out_dir(out)  # before any training: fail early
     lab_name = (
         trust.require_signer(lab_key.key_id, roles={Role.LAB}).name if trust else lab_key.name
     )

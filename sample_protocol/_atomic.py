@@ -58,3 +58,14 @@ def write_bytes(dest: str | os.PathLike[str], data: bytes, *, mode: int = 0o644)
 def write_text(dest: str | os.PathLike[str], text: str, *, mode: int = 0o644) -> Path:
     """Atomically write UTF-8 ``text`` to ``dest``; return the path."""
     return write_bytes(dest, text.encode("utf-8"), mode=mode)
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """fsync a file or directory (a directory after a rename into it), best effort: a
+    file system that cannot fsync a directory is not an error."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

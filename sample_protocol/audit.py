@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ._atomic import fsync_path
 from .errors import AuditLogError, ProtocolError, ValidationError
 from .serde import Record
 
@@ -95,9 +96,7 @@ class AuditEntry(Record):
         if type(self.seq) is not int or self.seq < 0:
             raise ValidationError(f"audit entry: seq must be an integer >= 0, found {self.seq!r}")
         if self.time.utcoffset() != dt.timedelta(0):
-            raise ValidationError(
-                f"{where}: time must be in UTC, found {self.time.isoformat()}"
-            )
+            raise ValidationError(f"{where}: time must be in UTC, found {self.time.isoformat()}")
         for name in ("actor", "action"):
             if not getattr(self, name):
                 raise ValidationError(f"{where}: {name} must not be empty")
@@ -201,9 +200,7 @@ def _open_for_reading(path: Path) -> BinaryIO:
     try:
         return open(path, "rb")
     except FileNotFoundError:
-        raise AuditLogError(
-            f"{path}: no audit log at this path", code="audit_missing"
-        ) from None
+        raise AuditLogError(f"{path}: no audit log at this path", code="audit_missing") from None
     except OSError as exc:
         raise AuditLogError(f"{path}: cannot read ({exc.strerror})", code="audit_missing") from None
 
@@ -212,8 +209,7 @@ def _parse_line(where: str, raw: bytes) -> tuple[bytes, AuditEntry]:
     """Parse one stored line (with its newline); check it stands on its own."""
     if not raw.endswith(b"\n"):
         raise AuditLogError(
-            f"{where}: truncated (the file does not end with a newline; a write was "
-            "interrupted?)",
+            f"{where}: truncated (the file does not end with a newline; a write was interrupted?)",
             code="audit_truncated",
         )
     line = raw[:-1]
@@ -380,7 +376,7 @@ class AuditLog:
         finally:
             os.close(fd)  # closing releases the lock
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
         return new
 
     def entries(self) -> Iterator[AuditEntry]:
@@ -407,16 +403,3 @@ class AuditLog:
     def verify(self, *, anchor: AuditVerification | None = None) -> AuditVerification:
         """Check the whole chain; see :func:`verify_log`."""
         return verify_log(self.path, anchor=anchor)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

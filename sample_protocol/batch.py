@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ._atomic import fsync_path
 from .catalogue import index_ids
 from .envelope import open_envelope, seal_file
 from .errors import EnvelopeError, ProtocolError, SignatureError, TrustError, ValidationError
@@ -393,8 +394,8 @@ class BatchWriter:
         )
         sign_file(path, self.body_key, trusted_comment=comment)
         for name in (data_file.name, MANIFEST_NAME, BATCH_SIGNATURE_NAME):
-            _fsync(tmp / name)
-        _fsync(tmp)
+            fsync_path(tmp / name)
+        fsync_path(tmp)
         try:
             os.rename(tmp, self.out)  # an existing directory that is not empty is refused
         except OSError as exc:
@@ -404,17 +405,8 @@ class BatchWriter:
                 "expected a new path",
             ) from None
         self._tmp = None
-        _fsync(self.out.parent)
+        fsync_path(self.out.parent)
         self._manifest = manifest
-
-
-def _fsync(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --------------------------------------------------------------------------- opening

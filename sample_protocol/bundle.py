@@ -27,7 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import _atomic
+from ._atomic import fsync_path
 from .errors import ProtocolError, ValidationError
 from .keys import SecretKey
 from .records_base import check_relpath, safe_join, sha256_bytes
@@ -50,6 +50,7 @@ __all__ = [
     "BundleError",
     "build_manifest_files",
     "build_parity_fixture",
+    "check_out_dir",
     "write_bundle",
 ]
 
@@ -156,7 +157,8 @@ def _check_files_match(manifest: ReleaseManifest, digests: Mapping[str, str]) ->
         )
 
 
-def _check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path) -> None:
+    """Refuse (``bundle_exists``) an output that is a file, a link or a non-empty directory."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise ValidationError(
             f"release bundle {out}: expected a new or empty directory, found a file or link",
@@ -190,7 +192,7 @@ def write_bundle(
     out = Path(out_dir)
     manifest.validate()
     _check_files_match(manifest, build_manifest_files(files))
-    _check_out_dir(out)
+    check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
@@ -207,7 +209,7 @@ def write_bundle(
             + f"\taudience:{manifest.audience}"
         )
         sign_file(manifest_path, lab_key, trusted_comment=comment)
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         try:
             os.rename(tmp, out)  # replaces an empty directory; refuses a non-empty one
         except OSError as exc:
@@ -216,17 +218,8 @@ def write_bundle(
                 f"({exc.strerror}); expected a new or empty directory",
                 code="bundle_exists",
             ) from None
-        _fsync_dir(out.parent)
+        fsync_path(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -32,7 +32,7 @@ from nce_model_lab.labdir import LabDir
 from nce_model_lab.onnx_export import ParityError
 from nce_model_lab.release import next_sequence
 from sample_protocol.bundle_verify import verify_bundle
-from sample_protocol.errors import TrustError
+from sample_protocol.errors import TrustError, ValidationError
 from sample_protocol.features import FeatureKind, FeatureSpec
 from sample_protocol.keys import SecretKey, generate_keypair, write_keypair
 from sample_protocol.records import sha256_file
@@ -408,7 +408,7 @@ def test_bad_options_and_keys_write_nothing(world, tmp_path):
         assert err.value.code == code
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(LabError) as err:
+    with pytest.raises(ValidationError) as err:
         _train(world, tmp_path / "full")
     assert err.value.code == "bundle_exists"
     with pytest.raises(TrustError):
