@@ -28,7 +28,13 @@ def register(app: App) -> None:
     ) -> None:
         """Play every party of one federated round on a synthetic economy.
 
-        Each party's step runs that party's own command-line tool in its own process.
+        Each party's step runs that party's own command-line tool in its own process: keys
+        and trust root, the sample request, the bodies' sealed samples, the lab's training
+        and signed release, every preliminary body scoring its whole population, and the
+        register ingesting the batches and direct feeds, combining and issuing a signed
+        report. The summary ends with each index's AUC on the synthetic truth: the
+        register's final probability over every entity outside the training sample, the
+        lab's held-out combiner and the oracle (the truth's own probability).
         """
 
         def say(message: str) -> None:
@@ -64,4 +70,33 @@ def register(app: App) -> None:
         for bundle in result.bundles:
             typer.echo(f"    {bundle}")
         typer.echo("")
+        typer.echo(
+            f"  scored by the bodies: {len(result.batches)} sealed batches; direct feeds at "
+            f"the register: {len(result.direct_feeds)}"
+        )
+        typer.echo("")
+        typer.echo(
+            f"  {'index':<22} {'federated':>9} {'lab':>6} {'oracle':>6}   "
+            f"{'low':>6} {'medium':>6} {'high':>6}"
+        )
+        for row in result.indexes:
+            cats = row["categories"]
+            typer.echo(
+                f"  {row['index']:<22} {_num(row['federated_auc']):>9} "
+                f"{_num(row['lab_auc']):>6} {_num(row['oracle_auc']):>6}   "
+                + " ".join(f"{cats.get(c, 0.0):>6.1%}" for c in ("low", "medium", "high"))
+            )
+        typer.echo("  (AUC on the synthetic truth: federated = the register's final probability")
+        typer.echo("   on every entity outside the training sample; lab = the combiner on its")
+        typer.echo("   held-out sample rows)")
+        typer.echo("")
+        if result.model_card:
+            typer.echo(f"  model card:        {result.model_card}")
+        typer.echo(f"  register database: {result.register_db}")
+        typer.echo(f"  signed report:     {result.report}")
+        typer.echo("")
         typer.echo("  The synthetic truth is in economy/truth/, apart from every source table.")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

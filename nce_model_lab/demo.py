@@ -7,8 +7,11 @@ lab never imports the agency runtime or the register.
 
 What a round contains today: keys and the trust root; a synthetic economy; the signed
 sample request; the tax body's random-ID lists; every body's depersonalised, sealed sample;
-the lab's ingest and join; training and the signed release bundles. Scoring in the bodies
-and the register's combining join the demo as they land.
+the lab's ingest and join; training and the signed release bundles; each preliminary
+body's verification and scoring of its whole population (a batch sealed to the register);
+the register's release check, ingest of the batches and of every direct feed, combining,
+export and one signed report. At the end the demo process alone, standing in for the
+simulator, reads the synthetic truth to measure the register's final probabilities.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sample_protocol.catalogue import Catalogue
+from sample_protocol.catalogue import Catalogue, Mode
 from sample_protocol.synthetic import OUTCOMES_FILE, read_summary
 
 from .errors import LabError
+from .evaluate import auc as roc_auc
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -65,6 +72,13 @@ class DemoResult:
     models: list[dict[str, Any]] = field(default_factory=list)
     release_id: str = ""
     bundles: list[str] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)
+    direct_feeds: list[str] = field(default_factory=list)
+    register_db: str = ""
+    register_export: str = ""
+    model_card: str = ""
+    report: str = ""
+    indexes: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +98,13 @@ class DemoResult:
             "models": self.models,
             "release_id": self.release_id,
             "bundles": self.bundles,
+            "batches": self.batches,
+            "direct_feeds": self.direct_feeds,
+            "register_db": self.register_db,
+            "register_export": self.register_export,
+            "model_card": self.model_card,
+            "report": self.report,
+            "indexes": self.indexes,
             "seconds": round(self.seconds, 1),
         }
 
@@ -369,8 +390,170 @@ def run_demo(
     )
     result.release_id = released["release_id"]
     result.bundles = sorted(released["bundles"].values())
+
+    # 9. Every preliminary body verifies its bundle and scores its whole population.
+    as_of = summary.as_of.isoformat()
+    register_pub = f"{keys}/{REGISTER_PARTY}.pub"
+    for audience, bundle in sorted(released["bundles"].items()):
+        if audience == "REGISTER":
+            continue
+        name = bodies.get(audience) or body_party(audience)
+        state = ["--state", f"{name}/state"]
+        key = ["--key", f"{keys}/{name}.key"]
+        run(name, f"{audience} verify", ["agency-runtime", "verify", bundle, *state, *common, *key])
+        batch = f"batches/{audience}"
+        run(
+            name,
+            f"{audience} score",
+            [
+                "agency-runtime",
+                "score",
+                bundle,
+                f"economy/sources/{audience}.parquet",
+                "--source",
+                audience,
+                *key,
+                *common,
+                *state,
+                "--seal-to",
+                register_pub,
+                "--as-of",
+                as_of,
+                "--out",
+                batch,
+                "--json",
+                "-q",
+            ],
+        )
+        result.batches.append(batch)
+
+    # 10. The register checks its release, ingests the batches and the direct feeds,
+    #     combines, exports and issues one signed report.
+    _play_register(run, result, released["bundles"]["REGISTER"], catalogue, sources, as_of, common)
+    result.indexes = _final_table(base, result)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _play_register(
+    run: _Runner,
+    result: DemoResult,
+    bundle: str,
+    catalogue: Catalogue,
+    sources: Sequence[str],
+    as_of: str,
+    common: Sequence[str],
+) -> None:
+    """The register's steps, each through ``registry-combiner``, all on ``register/``."""
+    state = ["--state", "register"]
+    key = ["--key", f"keys/{REGISTER_PARTY}.key"]
+    run(
+        REGISTER_PARTY,
+        "verify release",
+        ["registry-combiner", "verify-release", bundle, *state, *common],
+    )
+    run(
+        REGISTER_PARTY,
+        f"ingest {len(result.batches)} batches",
+        ["registry-combiner", "ingest", *result.batches, *state, *common, *key],
+    )
+    for code in sources:
+        if catalogue.mode(code) is not Mode.DIRECT:
+            continue
+        run(
+            REGISTER_PARTY,
+            f"{code} direct feed",
+            [
+                "registry-combiner",
+                "ingest-feed",
+                code,
+                f"economy/sources/{code}.parquet",
+                *state,
+                "--as-of",
+                as_of,
+            ],
+        )
+        result.direct_feeds.append(code)
+    run(
+        REGISTER_PARTY,
+        "combine",
+        ["registry-combiner", "combine", "--release", bundle, *state, *common, "-q"],
+    )
+    export = "register/indexes.parquet"
+    run(REGISTER_PARTY, "export", ["registry-combiner", "export", "--out", export, *state])
+    base = run.cwd
+    result.register_export = str(base / export)
+    result.register_db = str(base / "register" / "register.sqlite")
+    card = base / bundle / "model_card.html"
+    result.model_card = str(card) if card.exists() else ""
+    # One signed report, for the entity the register rates riskiest on the first index.
+    table = pq.read_table(base / export, columns=["bin", "index", "probability"])
+    first = table.filter(pc.equal(table["index"], table["index"][0]))
+    riskiest = str(first["bin"][int(np.argmax(first["probability"].to_numpy()))])
+    shown = json.loads(
+        run(
+            REGISTER_PARTY,
+            "signed report",
+            ["registry-combiner", "report", riskiest, *state, *key, "--out", "reports", "--json"],
+        )
+    )
+    html = [f for f in shown.get("files", []) if str(f).endswith(".html")]
+    result.report = str(base / (html[0] if html else shown["files"][0]))
+
+
+def _final_table(base: Path, result: DemoResult) -> list[dict[str, Any]]:
+    """Per index: the register's AUC on the synthetic truth beside the lab's and the oracle's.
+
+    The register's final probability of every entity in the economy is joined to the truth
+    (``economy/truth/truth.parquet``); an entity the register never saw would count as
+    unscored (``unscored``), which a whole-population round should never have. Entities
+    of the training sample (the tax body's random-ID mapping) are left out, so the AUC is
+    measured on entities no model saw (``entities`` counts the rest).
+    """
+    truth = pq.read_table(base / "economy" / "truth" / "truth.parquet")
+    mappings = sorted((base / TAX_PARTY / "state" / "mappings").glob("*.parquet"))
+    if mappings:
+        sampled = pa.concat_arrays(
+            [pq.read_table(m, columns=["bin"])["bin"].combine_chunks() for m in mappings]
+        )
+        truth = truth.filter(pc.invert(pc.is_in(truth["bin"], value_set=sampled)))
+    scored = pq.read_table(
+        result.register_export, columns=["bin", "index", "probability", "category"]
+    )
+    joined = truth.join(scored, keys=["bin", "index"], join_type="left outer")
+    lab_auc = {
+        m["name"].split(".", 1)[1]: m["auc"]
+        for m in result.models
+        if m["name"].startswith("combiner.")
+    }
+    rows = []
+    for index in sorted(set(truth["index"].to_pylist())):
+        part = joined.filter(pc.equal(joined["index"], index))
+        unscored = part["probability"].null_count
+        part = part.filter(pc.is_valid(part["probability"]))
+        outcome = part["outcome"].to_numpy(zero_copy_only=False).astype(np.int8)
+        probability = part["probability"].to_numpy()
+        both = 0 < int(outcome.sum()) < outcome.size
+        counts = pc.value_counts(part["category"]).to_pylist()
+        rows.append(
+            {
+                "index": index,
+                "entities": part.num_rows,
+                "unscored": unscored,
+                "federated_auc": round(roc_auc(outcome, probability), 4) if both else None,
+                "lab_auc": lab_auc.get(index),
+                "oracle_auc": result.oracle_auc.get(index),
+                "outcome_rate": result.outcome_rates.get(index),
+                "categories": {
+                    str(c["values"]): round(c["counts"] / max(part.num_rows, 1), 4)
+                    for c in sorted(counts, key=lambda c: _CATEGORY_ORDER.get(c["values"], 9))
+                },
+            }
+        )
+    return rows
+
+
+_CATEGORY_ORDER = {"low": 0, "medium": 1, "high": 2}
 
 
 def _model_summary(trained: dict[str, Any]) -> list[dict[str, Any]]:

@@ -262,9 +262,139 @@ for drift in report.models:
     ),
 ]
 
+REGISTER: list[tuple[str, str]] = [
+    (
+        "md",
+        "# The register: combine, query, report\\n\\n"
+        "The register holds only what it may: the bodies' preliminary indexes (signed "
+        "batches) and the direct feeds. It combines them into the four indexes, answers "
+        "queries, and hands out reports signed with its key, logging every check (paras "
+        "28-37). We start from a whole round played by `nce-lab demo`, in which the register "
+        "already ingested the bodies' batches and the feeds and ran `combine`.",
+    ),
+    ("code", ROUND),
+    (
+        "md",
+        "## 1. The latest combine run\\n\\n"
+        "Every run is kept (that is the history behind a trend); `export` writes the current "
+        "indexes of every entity.",
+    ),
+    (
+        "code",
+        """import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from registry_combiner.query import export_current
+from registry_combiner.store import open_store
+
+store = open_store(ROUND / "register")
+exported = export_current(store, WORK / "indexes.parquet")
+indexes = pq.read_table(exported.path)
+print(f"run {exported.run_id}, release {exported.release_id}: {exported.entities:,} entities")
+for index in sorted(set(indexes["index"].to_pylist())):
+    part = indexes.filter(pc.equal(indexes["index"], index))
+    counts = dict(zip(*[c.to_pylist() for c in pc.value_counts(part["category"]).flatten()]))
+    partial = pc.sum(part["partial"]).as_py()
+    print(f"  {index:22s} {counts}  partial {partial:,}")""",
+    ),
+    (
+        "md",
+        "On the synthetic economy we can also say how good the published indexes are: the "
+        "AUC of the register's probability against the outcome, over the whole population.",
+    ),
+    (
+        "code",
+        """import numpy as np
+import pyarrow as pa
+
+truth = pq.read_table(ROUND / "economy" / "truth" / "truth.parquet")
+
+def auc(y, p):
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p)); ranks[order] = np.arange(1, len(p) + 1)
+    pos = y.sum()
+    return (ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * (len(y) - pos))
+
+for index in sorted(set(indexes["index"].to_pylist())):
+    part = indexes.filter(pc.equal(indexes["index"], index))
+    t = truth.filter(pc.equal(truth["index"], index))
+    joined = part.join(t, "bin")
+    y = np.asarray(joined["outcome"].to_pylist(), dtype=int)
+    p = joined["probability"].to_numpy()
+    oracle = joined["true_probability"].to_numpy()
+    print(f"  {index:22s} AUC {auc(y, p):.3f}   oracle {auc(y, oracle):.3f}")""",
+    ),
+    (
+        "md",
+        "## 2. One entity: indexes, coverage, reasons, trend",
+    ),
+    (
+        "code",
+        """import json
+from registry_combiner.query import entity_view
+
+risky = indexes.filter(pc.equal(indexes["category"], "high"))
+some_bin = risky["bin"][0].as_py() if risky.num_rows else indexes["bin"][0].as_py()
+view = entity_view(store, some_bin)
+print(json.dumps(view, indent=1, default=str)[:2500])""",
+    ),
+    (
+        "md",
+        "## 3. Search (para 32): by BIN/IIN, by name and legal form, by the head's name",
+    ),
+    (
+        "code",
+        """from registry_combiner.search import search
+
+named = [e for e in (store.entity(b) for b in indexes["bin"].to_pylist()[:400]) if e and e.name]
+if named:
+    word = named[0].name.split()[0]
+    print(f"search {word!r}:", [(e.bin, e.name) for e in search(store, word, limit=5)])
+print(search(store, some_bin)[0].bin == some_bin)""",
+    ),
+    (
+        "md",
+        "## 4. A signed report, and anyone can check it later\\n\\n"
+        "The report is canonical JSON (and HTML) signed in minisign's format by the register; "
+        "issuing it records the check (user, time, report hash) in the check log.",
+    ),
+    (
+        "code",
+        """from sample_protocol.keys import load_public_key, load_secret_key
+from registry_combiner.report import issue_report, verify_report, write_report
+
+keys = ROUND / "keys"
+issued = issue_report(store, some_bin, user="analyst-1", key=load_secret_key(keys / "register.key"))
+paths = write_report(issued, WORK / "reports")
+print([p.name for p in paths])
+checked = verify_report(paths[0], [load_public_key(keys / "register.pub")])
+print("signed by", checked.signature.signer, "for", checked.report.entity.bin)
+print("who checked this entity:", [(c.user_name, str(c.checked_at)[:19])
+                                   for c in store.checks_of_entity(store.entity(some_bin).id)])""",
+    ),
+    (
+        "md",
+        "A report changed after signing is refused:",
+    ),
+    (
+        "code",
+        """from sample_protocol.errors import SignatureError
+
+forged = WORK / "reports" / "forged.json"
+forged.write_bytes(paths[0].read_bytes().replace(b"analyst-1", b"analyst-2"))
+(WORK / "reports" / "forged.json.minisig").write_bytes(
+    Path(str(paths[0]) + ".minisig").read_bytes())
+try:
+    verify_report(forged, [load_public_key(keys / "register.pub")])
+    raise AssertionError("a forged report was accepted")
+except SignatureError as exc:
+    print("refused:", exc.code)""",
+    ),
+]
+
 NOTEBOOK_CELLS: dict[str, list[tuple[str, str]]] = {
     "01_nce_data_scientist.ipynb": LAB,
     "02_state_body_operator.ipynb": BODY,
+    "03_register.ipynb": REGISTER,
 }
 
 
