@@ -154,6 +154,47 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             "sklearn_seconds": "s",
         },
     ),
+    Benchmark(
+        name="register",
+        module="benchmarks.bench_register",
+        issue="#8 register: ingest, combine, report look-ups",
+        params={"entities": 2_000_000, "bodies": 3, "clients": 32},
+        targets=(
+            Target(
+                "combine_vs_read",
+                "x",
+                "combine <= 5x pyarrow's read of the same batches",
+                lambda v: v <= 5,
+            ),
+            Target(
+                "report_p99_ms",
+                "ms",
+                "< 20 ms, 32 concurrent clients on 127.0.0.1",
+                lambda v: v < 20,
+            ),
+            Target(
+                "orders_below_one_hour",
+                "orders of magnitude",
+                ">= 5 below para 34's one hour",
+                lambda v: v >= 5,
+            ),
+        ),
+        units={
+            "ingest_seconds": "s",
+            "ingest_rows_per_second": "rows/s",
+            "feed_ingest_seconds": "s",
+            "combine_seconds": "s",
+            "pyarrow_read_seconds": "s",
+            "report_p50_ms": "ms",
+            "reports_per_second": "req/s",
+            "report_single_client_p50_ms": "ms",
+            "report_single_client_p99_ms": "ms",
+            "peak_rss_mb": "MB",
+            "database_mb": "MB",
+            "batch_rows": "rows",
+            "entities": "entities",
+        },
+    ),
 )
 
 

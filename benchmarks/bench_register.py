@@ -32,11 +32,13 @@ import datetime as dt
 import json
 import math
 import random
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -207,9 +209,25 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q) * 1000)
 
 
+def _wait_healthy(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"registry-combiner serve did not start:\n{tail}")
+        time.sleep(0.2)
+
+
 def _lookups(
-    work: Path, round_dir: Path, bins: list[str], clients: int, lookups: int, seed: int
-) -> dict[str, Any]:
+    work: Path, key: Path, bins: list[str], clients: int, lookups: int, seed: int,
+    workers: int, threads: int,
+) -> dict[str, Any]:  # fmt: skip
     from registry_combiner.tokens import add_user
 
     tokens = work / "tokens.json"
@@ -217,30 +235,25 @@ def _lookups(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from registry_combiner.cli import main; main()", "serve",
-         "--state", str(work / "state"), "--key", str(round_dir / "keys" / f"{REGISTER}.key"),
-         "--tokens", str(tokens), "--port", str(port), "--no-access-log"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    log = work / "serve.log"
+    with open(log, "wb") as log_fh:
+        server = subprocess.Popen(
+            [sys.executable, "-c", "from registry_combiner.cli import main; main()", "serve",
+             "--state", str(work / "state"), "--key", str(key), "--tokens", str(tokens),
+             "--port", str(port), "--workers", str(workers), "--threads", str(threads),
+             "--no-access-log"],
+            cwd=ROOT, stdout=log_fh, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("registry-combiner serve did not start") from None
-                time.sleep(0.2)
-        asyncio.run(_load(port, token, bins, clients, 5, seed))  # warm-up: threads, caches
+        _wait_healthy(port, server, log)
+        asyncio.run(_load(port, token, bins, clients, 10, seed))  # warm-up: threads, caches
         single, err1, _ = asyncio.run(_load(port, token, bins, 1, 300, seed + 1))
         lat, errors, seconds = asyncio.run(
             _load(port, token, bins, clients, max(1, lookups // clients), seed + 2)
         )
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=60)
     p99 = _pct(lat, 99)
     return {
         "report_p50_ms": round(_pct(lat, 50), 2),
@@ -260,13 +273,15 @@ def run(
     clients: int = 32,
     lookups: int = 6_400,
     seed: int = 7,
+    workers: int = 1,
+    threads: int = 8,
     round_dir: str | None = None,
     work_dir: str | None = None,
 ) -> dict[str, Any]:
     """Build, ingest, combine and serve ``entities`` entities; return the figures."""
     from registry_combiner.combine import combine
     from registry_combiner.feeds import ingest_feed
-    from registry_combiner.ingest import ingest_batch
+    from registry_combiner.ingest import ingest_batch, verify_release
     from registry_combiner.store_sqlite import SqliteStore
     from sample_protocol.catalogue import Catalogue, Mode
     from sample_protocol.keys import load_public_key, load_secret_key
@@ -297,8 +312,6 @@ def run(
         state = work / "state"
         state.mkdir()
         store = SqliteStore(state / "register.sqlite")
-        from registry_combiner.ingest import verify_release
-
         verify_release(bundles["REGISTER"], store=store, trust=trust, state_dir=state)
         register_key = load_secret_key(keys / f"{REGISTER}.key")
         t0 = time.perf_counter()
@@ -316,7 +329,9 @@ def run(
         sample = [
             str(b) for b in random.Random(seed).sample(bins.to_pylist(), min(20_000, len(bins)))
         ]
-        http = _lookups(work, rdir, sample, clients, lookups, seed)
+        http = _lookups(
+            work, keys / f"{REGISTER}.key", sample, clients, lookups, seed, workers, threads
+        )
         batch_mb = sum(p.stat().st_size for p in plain.values()) / 1e6
         db_mb = sum(p.stat().st_size for p in state.glob("register.sqlite*")) / 1e6
     finally:
@@ -333,7 +348,10 @@ def run(
         "combine_seconds": round(combine_s, 2),
         "pyarrow_read_seconds": round(read, 3),
         "combine_vs_read": round(combine_s / read, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "clients": clients,
+        "server_workers": workers,
+        "server_threads": threads,
         **http,
     }
 

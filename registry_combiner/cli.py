@@ -5,6 +5,9 @@ from __future__ import annotations
 from sample_protocol.cli_commands import add_audit_commands, add_keys_commands
 from sample_protocol.cli_support import App
 
+from ._cli_serve import register as _register_serve
+from ._cli_store import register as _register_store
+
 app = App(
     prog="registry-combiner",
     help=(
@@ -16,6 +19,8 @@ app = App(
 app.add_version_option()
 add_keys_commands(app)
 add_audit_commands(app)
+_register_store(app)
+_register_serve(app)
 
 
 def main() -> None:
