@@ -350,8 +350,11 @@ def derive_cutoffs(
     (``"quantile"``, the default, or ``"odds"``); see :class:`CutoffRule` for both rules.
     ``base_rate`` is used by the odds rule only (default: the mean probability).
 
-    Raises :class:`~sample_protocol.errors.ValidationError` when the probabilities are not
-    usable or too concentrated to separate three categories (code ``cannot_derive_cutoffs``).
+    With the quantile rule, when one tied probability spans both quantiles, ``high_from``
+    moves to the next distinct probability above it (or, if none, ``medium_from`` to the
+    next below). Raises :class:`~sample_protocol.errors.ValidationError` when the
+    probabilities are not usable or too concentrated to separate three categories (fewer
+    than two distinct values; code ``cannot_derive_cutoffs``).
 
     >>> import numpy as np
     >>> cut = derive_cutoffs("payment_discipline", np.linspace(0.0, 1.0, 1001))
@@ -375,6 +378,16 @@ def derive_cutoffs(
         medium_from = float(np.quantile(arr, medium_q, method="higher"))
         high_from = float(np.quantile(arr, high_q, method="higher"))
         how = f"the {medium_q:.0%} and {high_q:.0%} quantiles"
+        if medium_from == high_from:
+            # One tied probability spans both quantiles (a coarse model on a small
+            # validation set): high starts at the next distinct probability above it,
+            # or, if there is none, medium at the next one below.
+            distinct = np.unique(arr)
+            above, below = distinct[distinct > high_from], distinct[distinct < medium_from]
+            if above.size:
+                high_from = float(above[0])
+            elif below.size:
+                medium_from = float(below[-1])
     else:
         rate = float(arr.mean()) if base_rate is None else float(base_rate)
         if not 0.0 < rate < 1.0:

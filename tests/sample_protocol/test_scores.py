@@ -276,3 +276,15 @@ def test_derive_cutoffs_refusals() -> None:
         derive_cutoffs("payment_discipline", np.array([]))
     with pytest.raises(ValidationError, match="outside"):
         derive_cutoffs("payment_discipline", np.array([0.1, 2.0]))
+
+
+def test_derive_cutoffs_when_one_tie_spans_both_quantiles() -> None:
+    """Regression: a coarse model on 200 validation rows gave the same probability at the
+    70% and 90% quantiles, and training failed (cannot_derive_cutoffs)."""
+    p = np.concatenate([np.full(50, 0.02), np.full(140, 0.15), np.full(10, 0.6)])
+    cut = derive_cutoffs("conscientiousness", p)
+    assert (cut.medium_from, cut.high_from) == (0.15, 0.6)  # high starts at the next value up
+    p = np.concatenate([np.full(60, 0.02), np.full(140, 0.15)])  # nothing above the tie
+    cut = derive_cutoffs("conscientiousness", p)
+    assert (cut.medium_from, cut.high_from) == (0.02, 0.15)
+    assert {cut.category(x) for x in p} == {"medium", "high"}
