@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from sample_protocol.catalogue import FieldSpec, SourceSpec, get_source
 from sample_protocol.errors import IdentifierError, ProtocolError
-from sample_protocol.identifier_columns import identifier_mask
+from sample_protocol.identifier_columns import key_mask
 from sample_protocol.identifiers import mask_identifier, validate_bin, validate_identifier
 
 from .errors import RuntimeInputError
@@ -270,6 +270,8 @@ def _check_values(arr: pa.Array, spec: FieldSpec, ctx: _Ctx) -> None:
         i = _first(_mask(arr.is_null()))
         raise ctx.error("null_value", spec.name, i, "a value (the field is not nullable)", "null")
     if spec.dtype in ("int64", "float64"):
+        if _numbers_within(arr, spec):
+            return
         values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
         present = _mask(arr.is_valid())
         bad = present & ~np.isfinite(values)
@@ -294,6 +296,30 @@ def _check_values(arr: pa.Array, spec: FieldSpec, ctx: _Ctx) -> None:
             )
 
 
+def _numbers_within(arr: pa.Array, spec: FieldSpec) -> bool:
+    """Whether every present value is finite and within the field's range: the common
+    case, answered from the values buffer in numpy without copying the column."""
+    n = len(arr)
+    if arr.null_count == n:
+        return True
+    if arr.type == pa.int64():
+        dtype: type[np.generic] = np.int64
+    elif arr.type == pa.float64():
+        dtype = np.float64
+    else:
+        return False  # the slow path decides
+    validity, data_buffer = arr.buffers()[:2]
+    data = np.frombuffer(data_buffer, dtype=dtype)[arr.offset : arr.offset + n]
+    if arr.null_count:
+        bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
+        valid = bits[arr.offset : arr.offset + n].view(bool)
+        data = np.where(valid, data, data[int(np.argmax(valid))])
+    low, high = float(data.min()), float(data.max())  # NaN propagates: not finite
+    lo = -math.inf if spec.min_value is None else spec.min_value
+    hi = math.inf if spec.max_value is None else spec.max_value
+    return math.isfinite(low) and math.isfinite(high) and lo <= low and high <= hi
+
+
 def _check_keys(arr: pa.Array, key: str, key_kind: str, ctx: _Ctx) -> pa.Array:
     """Trimmed keys; every one a valid BIN (or IIN, for ``bin_iin``); else the first bad row."""
     arr = _as_plain(arr)
@@ -309,11 +335,7 @@ def _check_keys(arr: pa.Array, key: str, key_kind: str, ctx: _Ctx) -> pa.Array:
     if arr.null_count:
         i = _first(_mask(arr.is_null()))
         raise ctx.error("invalid_identifier", key, i, "a BIN or IIN in every row", "an empty value")
-    ok = _mask(pc.match_substring_regex(arr, r"^[0-9]{12}$")) & identifier_mask(arr)
-    if key_kind == "bin":
-        ok &= _mask(
-            pc.is_in(pc.utf8_slice_codeunits(arr, 4, 5), value_set=pa.array(["4", "5", "6"]))
-        )
+    ok = key_mask(arr, bins_only=key_kind == "bin")
     if not ok.all():
         i = _first(~ok)
         value = arr[i].as_py()

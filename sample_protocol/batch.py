@@ -52,7 +52,7 @@ from ._atomic import fsync_path
 from .catalogue import index_ids
 from .envelope import open_envelope, seal_file
 from .errors import EnvelopeError, ProtocolError, SignatureError, TrustError, ValidationError
-from .identifier_columns import identifier_mask
+from .identifier_columns import key_mask
 from .keys import PublicKey, SecretKey
 from .records_base import (
     check_source,
@@ -185,8 +185,7 @@ def _check_values(
             raise bad(name, ~same, f"{value!s} (the manifest's {name}) in every row")
     if check_bins:
         bins = table.column("bin")
-        lengths = _column_numpy(pc.utf8_length(bins))
-        ok = (lengths == 12) & identifier_mask(bins)
+        ok = key_mask(bins.combine_chunks() if isinstance(bins, pa.ChunkedArray) else bins)
         if not ok.all():
             raise bad("bin", ~ok, "a valid BIN or IIN (12 digits, check digit)")
     index = _column_numpy(pc.is_in(table.column("index"), value_set=pa.array(index_ids())))

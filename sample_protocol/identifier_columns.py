@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from .errors import IdentifierError
 from .identifiers import _POW10, _valid_rows, contains_identifier, is_valid_identifier
 
-__all__ = ["identifier_mask"]
+__all__ = ["identifier_mask", "key_mask"]
 
 
 def _scan_python(value: object) -> bool:
@@ -47,13 +47,15 @@ def _mask_numbers(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> npt
     return out
 
 
-def _mask_strings(arr: pa.Array) -> npt.NDArray[np.bool_]:
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = arr.cast(pa.large_string())
+def _twelve_digit_rows(
+    arr: pa.Array,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64], Any]:
+    """``present``, byte ``lengths``, the rows of exactly 12 bytes and their digits.
+
+    ``digits`` is an ``int32`` matrix ``[len(exact), 12]`` (values outside 0-9 where the
+    byte is not a digit), or ``None`` when no row has 12 bytes.
+    """
     n = len(arr)
-    out = np.zeros(n, dtype=bool)
-    if n == 0 or arr.null_count == n:
-        return out
     present = ~arr.is_null().to_numpy(zero_copy_only=False)
     off_type = np.int32 if pa.types.is_string(arr.type) else np.int64
     buffers = arr.buffers()
@@ -61,14 +63,46 @@ def _mask_strings(arr: pa.Array) -> npt.NDArray[np.bool_]:
     offsets: npt.NDArray[np.int64] = raw_offsets.astype(np.int64)
     lengths = np.diff(offsets)  # in UTF-8 bytes: only all-ASCII values can be 12 digits
     exact = np.flatnonzero(present & (lengths == 12))
-    if exact.size:
-        data = np.frombuffer(buffers[2], dtype=np.uint8)
-        starts = offsets[exact]
-        if starts[-1] - starts[0] == 12 * (exact.size - 1):  # contiguous: no copy needed
-            block = data[starts[0] : starts[0] + 12 * exact.size].reshape(-1, 12)
-        else:
-            block = data[starts[:, None] + np.arange(12)]
-        digits = block.astype(np.int32) - 48
+    if not exact.size:
+        return present, lengths, exact, None
+    data = np.frombuffer(buffers[2], dtype=np.uint8)
+    starts = offsets[exact]
+    if starts[-1] - starts[0] == 12 * (exact.size - 1):  # contiguous: no copy needed
+        block = data[starts[0] : starts[0] + 12 * exact.size].reshape(-1, 12)
+    else:
+        block = data[starts[:, None] + np.arange(12)]
+    return present, lengths, exact, block.astype(np.int32) - 48
+
+
+def key_mask(arr: pa.Array, *, bins_only: bool = False) -> npt.NDArray[np.bool_]:
+    """For each value of a text key column, whether it is exactly a valid IIN or BIN
+    (12 digits, no spaces or other text); with ``bins_only``, a valid BIN.
+
+    Nulls and values of any other length are ``False``.
+    """
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.large_string())
+    out = np.zeros(len(arr), dtype=bool)
+    if len(arr) == 0 or arr.null_count == len(arr):
+        return out
+    _, _, exact, digits = _twelve_digit_rows(arr)
+    if digits is not None:
+        ok = ((digits >= 0) & (digits <= 9)).all(axis=1) & _valid_rows(digits)
+        if bins_only:
+            ok &= (digits[:, 4] >= 4) & (digits[:, 4] <= 6)
+        out[exact] = ok
+    return out
+
+
+def _mask_strings(arr: pa.Array) -> npt.NDArray[np.bool_]:
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.large_string())
+    n = len(arr)
+    out = np.zeros(n, dtype=bool)
+    if n == 0 or arr.null_count == n:
+        return out
+    present, lengths, exact, digits = _twelve_digit_rows(arr)
+    if digits is not None:
         all_digits = ((digits >= 0) & (digits <= 9)).all(axis=1)
         out[exact] = all_digits & _valid_rows(digits)
     longer = np.flatnonzero(present & (lengths > 12))

@@ -298,3 +298,25 @@ def test_bad_cells_are_described_without_personal_data():
     assert "Ivanov" not in _short("Ivanov")
     assert _short("SIMPLIFIED") == "'SIMPLIFIED'"  # a category code is shown
     assert _short(75) == "75"  # so is a small count
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), max_size=40),
+    st.integers(0, 5),
+)
+def test_numbers_fast_path_agrees_with_a_row_by_row_check(values, cut):
+    from agency_runtime.extract import _numbers_within
+
+    spec = FieldSpec("x", "float64", min_value=-1e6, max_value=1e6)
+    arr = pa.array(values, pa.float64()).slice(min(cut, len(values)))
+    expected = all(
+        v is None or (v == v and abs(v) != float("inf") and -1e6 <= v <= 1e6)
+        for v in arr.to_pylist()
+    )
+    assert _numbers_within(arr, spec) is expected
+    ints = pa.array([None if v is None or v != v or abs(v) > 1e12 else int(v) for v in values],
+                    pa.int64())  # fmt: skip
+    assert _numbers_within(ints, spec) is all(
+        v is None or -1e6 <= v <= 1e6 for v in ints.to_pylist()
+    )

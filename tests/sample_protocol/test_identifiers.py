@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sample_protocol.errors import IdentifierError, ValidationError
-from sample_protocol.identifier_columns import identifier_mask
+from sample_protocol.identifier_columns import identifier_mask, key_mask
 from sample_protocol.identifier_gen import random_bins, random_iins
 from sample_protocol.identifiers import (
     BIN,
@@ -491,3 +491,22 @@ def test_generation_bad_arguments(call, code):
 def test_probabilities_accept_string_keys():
     b = random_bins(np.random.default_rng(0), 10, entity_type_probs={"joint_ie": 1.0})
     assert {parse_bin(v).entity_type for v in b} == {EntityType.JOINT_IE}
+
+
+def test_key_mask_exact_keys_only():
+    values = ["940140000385", None, "850315400016", " 940140000385", "850315400015", "ab"]
+    arr = pa.array(values)
+    assert key_mask(arr).tolist() == [True, False, False, False, True, False]
+    assert key_mask(arr, bins_only=True).tolist() == [True, False, False, False, False, False]
+    assert key_mask(arr.slice(3)).tolist() == [False, True, False]
+    assert key_mask(arr.cast(pa.large_string())).tolist() == key_mask(arr).tolist()
+    assert key_mask(pa.array([], pa.string())).tolist() == []
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.text(alphabet="0123456789", min_size=11, max_size=13),
+                          st.text(max_size=13)), max_size=30))  # fmt: skip
+def test_key_mask_agrees_with_scalar_checks(values):
+    arr = pa.array(values, pa.string())
+    assert key_mask(arr).tolist() == [is_valid_identifier(v) for v in values]
+    assert key_mask(arr, bins_only=True).tolist() == [is_valid_bin(v) for v in values]
