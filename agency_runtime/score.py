@@ -62,9 +62,12 @@ from .verify import ScoringModel, VerifiedRelease, verify_release
 __all__ = [
     "DECIMALS",
     "Matrices",
+    "Probabilities",
     "Progress",
     "ScoreResult",
+    "batch_records",
     "prepare_batch",
+    "run_models",
     "score_batch",
     "score_population",
 ]
@@ -142,20 +145,24 @@ def prepare_batch(table: pa.Table, release: VerifiedRelease) -> Matrices:
     return matrices
 
 
-def score_batch(
-    table: pa.Table,
-    release: VerifiedRelease,
-    *,
-    as_of: dt.date,
-    matrices: Matrices | None = None,
-) -> list[tuple[ScoringModel, pa.RecordBatch, npt.NDArray[np.int8]]]:
-    """Score one checked batch (``bin`` + the fields): one batch-schema record batch per model.
+Probabilities = dict[str, npt.NDArray[np.float64]]
 
-    ``matrices`` (from :func:`prepare_batch`) may be computed ahead. Also returns each
-    model's category codes (0 low, 1 medium, 2 high), for counting.
-    """
-    if matrices is None:
-        matrices = prepare_batch(table, release)
+
+def run_models(matrices: Matrices, release: VerifiedRelease) -> Probabilities:
+    """Each gated model's probabilities (by model name), rounded to :data:`DECIMALS`."""
+    out: Probabilities = {}
+    for model in release.models:
+        X = matrices[model.features]
+        out[model.name] = np.round(model.gated.run(X, batch_size=max(len(X), 1)), DECIMALS)
+    return out
+
+
+def batch_records(
+    table: pa.Table, release: VerifiedRelease, probabilities: Probabilities, *, as_of: dt.date
+) -> list[tuple[ScoringModel, pa.RecordBatch, npt.NDArray[np.int8]]]:
+    """One batch-schema record batch per model from its probabilities: value (the signed
+    scale) and category (the signed cut-offs) derived outside the model; also each
+    model's category codes (0 low, 1 medium, 2 high), for counting."""
     n = table.num_rows
     keys = table.column("bin").combine_chunks()
     source = pa.repeat(pa.scalar(release.source.code, pa.string()), n)
@@ -163,8 +170,7 @@ def score_batch(
     day = pa.repeat(pa.scalar(as_of, pa.date32()), n)
     out = []
     for model in release.models:
-        X = matrices[model.features]
-        p = np.round(model.gated.run(X, batch_size=max(n, 1)), DECIMALS)
+        p = probabilities[model.name]
         codes = _category_codes(p, model)
         category = pa.DictionaryArray.from_arrays(pa.array(codes), _category_names())
         arrays = [
@@ -179,6 +185,23 @@ def score_batch(
         ]
         out.append((model, pa.RecordBatch.from_arrays(arrays, schema=BATCH_SCHEMA), codes))
     return out
+
+
+def score_batch(
+    table: pa.Table,
+    release: VerifiedRelease,
+    *,
+    as_of: dt.date,
+    matrices: Matrices | None = None,
+) -> list[tuple[ScoringModel, pa.RecordBatch, npt.NDArray[np.int8]]]:
+    """Score one checked batch (``bin`` + the fields): one batch-schema record batch per model.
+
+    ``matrices`` (from :func:`prepare_batch`) may be computed ahead. Also returns each
+    model's category codes (0 low, 1 medium, 2 high), for counting.
+    """
+    if matrices is None:
+        matrices = prepare_batch(table, release)
+    return batch_records(table, release, run_models(matrices, release), as_of=as_of)
 
 
 class _Prefetch(Generic[T]):
@@ -228,6 +251,49 @@ class _Prefetch(Generic[T]):
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+class _Behind(Generic[T]):
+    """Run ``handle(item)`` for each :meth:`put` item in a background thread, in order,
+    up to ``depth`` items behind the producer.
+
+    Deriving and writing the rows of one batch then overlaps onnxruntime's work on the
+    next. An exception in the thread is raised by the next :meth:`put` or by
+    :meth:`finish`, which waits for every item to be handled.
+    """
+
+    def __init__(self, handle: Callable[[T], None], depth: int = 2) -> None:
+        self._handle = handle
+        self._queue: queue.Queue[tuple[bool, T | None]] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="score-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            more, item = self._queue.get()
+            if not more:
+                return
+            if self._error is None:
+                try:
+                    self._handle(item)  # type: ignore[arg-type]
+                except BaseException as exc:
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: T) -> None:
+        self._raise()
+        self._queue.put((True, item))
+
+    def finish(self) -> None:
+        """Wait for every item; raise the first error of the thread, if any."""
+        if self._thread.is_alive():
+            self._queue.put((False, None))
+            self._thread.join()
+        self._raise()
 
 
 def _check_out(out: Path) -> None:
@@ -318,18 +384,31 @@ def score_population(
             seal_to=seal_to,
             now=when,
         ) as writer:
+
+            def write(item: tuple[pa.Table, Probabilities]) -> None:
+                table, probabilities = item
+                for model, batch, codes in batch_records(table, release, probabilities, as_of=day):
+                    writer.write(batch)
+                    counts[model.index] += np.bincount(codes, minlength=len(CATEGORIES))
+
+            # Three stages, so that onnxruntime (this thread) never waits for Python work:
+            # read, check and encode ahead; run the models; derive and write behind.
             ahead = _Prefetch(
                 (t, prepare_batch(t, release)) for t in population.batches() if t.num_rows
             )
-            with contextlib.closing(ahead):
-                for table, matrices in ahead:
-                    scored = score_batch(table, release, as_of=day, matrices=matrices)
-                    for model, batch, codes in scored:
-                        writer.write(batch)
-                        counts[model.index] += np.bincount(codes, minlength=len(CATEGORIES))
-                    entities += table.num_rows
-                    if progress is not None:
-                        progress(entities, population.total_rows)
+            behind: _Behind[tuple[pa.Table, Probabilities]] = _Behind(write)
+            try:
+                with contextlib.closing(ahead):
+                    for table, matrices in ahead:
+                        behind.put((table, run_models(matrices, release)))
+                        entities += table.num_rows
+                        if progress is not None:
+                            progress(entities, population.total_rows)
+            except BaseException:
+                with contextlib.suppress(BaseException):  # the first error is the one to tell
+                    behind.finish()
+                raise
+            behind.finish()
             if entities == 0:
                 raise RuntimeInputError(
                     f"extract {population.path}: no rows; expected the body's population",

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from agency_runtime.cli import app
 from agency_runtime.errors import RuntimeInputError
 from agency_runtime.sample_round import AUDIT_FILE
-from agency_runtime.score import _Prefetch, score_population
+from agency_runtime.score import _Behind, _Prefetch, score_population
 from agency_runtime.verify import features_file
 from sample_protocol.audit import AuditLog
 from sample_protocol.batch import BATCH_SCHEMA, open_batch
@@ -323,3 +323,28 @@ def test_prefetch_passes_errors_on_and_stops_with_its_consumer() -> None:
     assert len(produced) < 10  # it stopped, a few items ahead at most
     with pytest.raises(ValueError, match="bad row"), contextlib.closing(_Prefetch(items(5))) as p:
         list(p)  # items 0-4, then the producer's error, raised here
+
+
+def test_behind_handles_in_order_and_passes_the_first_error_on() -> None:
+    handled: list[int] = []
+    behind: _Behind[int] = _Behind(handled.append, depth=2)
+    for i in range(50):
+        behind.put(i)
+    behind.finish()
+    assert handled == list(range(50))
+    assert not behind._thread.is_alive()
+
+    def handle(i: int) -> None:
+        if i == 3:
+            raise ValueError("cannot write row 3")
+        handled.append(i)
+
+    handled.clear()
+    failing: _Behind[int] = _Behind(handle, depth=1)
+    with pytest.raises(ValueError, match="row 3"):
+        for i in range(100):
+            failing.put(i)  # raises once the thread has met the error
+        failing.finish()
+    with pytest.raises(ValueError, match="row 3"):
+        failing.finish()  # still the same error; the thread has stopped
+    assert handled == [0, 1, 2]  # nothing after the error was handled
