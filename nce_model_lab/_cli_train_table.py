@@ -118,7 +118,8 @@ def train_table_command(
     cut-offs and the 1-99 scale come), refitted on every row, exported to ONNX and
     parity-checked. The bundle is addressed to the body --source (default TAX) and
     scores the index --index (default financial_stability); `agency-runtime score
-    --source CODE` runs it on a table with the same columns. Exit 2 for a bad table or
+    --source CODE` runs it on an extract keyed by BIN/IIN whose feature columns are that
+    source's catalogue fields (other columns cannot be scored). Exit 2 for a bad table or
     option, 3 if the parity check fails; nothing is written on error.
     """
     if (trust is None) != (root_pub is None):
