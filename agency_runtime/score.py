@@ -31,7 +31,9 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import os
@@ -39,6 +41,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -296,6 +299,35 @@ class _Behind(Generic[T]):
         self._raise()
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _parallelism(model_workers: int | None) -> tuple[int, int]:
+    """(batches run at once, onnxruntime intra-op threads per run).
+
+    By default two batches at a time, the cores shared between them: measured on 2
+    cores, two one-thread runs side by side score 0.91x bare onnxruntime's speed where
+    one two-thread run at a time gets 0.76x (a two-thread run idles while its threads
+    wait on each other, and the reading and writing threads fill those gaps better).
+    """
+    cpus = _cpus()
+    workers = model_workers if model_workers is not None else (2 if cpus >= 2 else 1)
+    if workers < 1:
+        raise ValueError(f"model_workers: expected a positive integer, found {workers}")
+    return workers, max(1, cpus // workers)
+
+
+def _with_threads(release: VerifiedRelease, threads: int) -> VerifiedRelease:
+    models = tuple(
+        dataclasses.replace(m, gated=m.gated.with_threads(threads)) for m in release.models
+    )
+    return dataclasses.replace(release, models=models)
+
+
 def _check_out(out: Path) -> None:
     if out.exists() or out.is_symlink():
         raise RuntimeInputError(
@@ -332,6 +364,7 @@ def score_population(
     batch_size: int = DEFAULT_BATCH_ROWS,
     progress: Progress | None = None,
     say: Callable[[str], None] | None = None,
+    model_workers: int | None = None,
 ) -> ScoreResult:
     """Verify the release, score every entity of ``input_path``, write the batch ``out``.
 
@@ -339,7 +372,8 @@ def score_population(
     checked against it) and ``lab_public`` (a pinned lab key; the register's key is then
     taken as given). ``as_of`` (default: today, UTC) is the date the data describes.
     Refusals (exit 3) and bad input (:class:`RuntimeInputError`, exit 2) leave nothing at
-    ``out``.
+    ``out``. ``model_workers`` batches run through the models at once (default 2 on a
+    machine of 2 or more cores, each run with its share of the cores).
     """
     tell = say or (lambda _m: None)
     code = source.strip().upper()
@@ -367,6 +401,8 @@ def score_population(
             f"release {release.release_id} (sequence {release.manifest.sequence}) verified: "
             f"{len(release.models)} models, signed by {release.bundle.signer}"
         )
+        workers, threads = _parallelism(model_workers)
+        release = _with_threads(release, threads)
         population = open_population(
             input_path, release.source, fields=release.fields, batch_size=batch_size
         )
@@ -397,13 +433,27 @@ def score_population(
                 (t, prepare_batch(t, release)) for t in population.batches() if t.num_rows
             )
             behind: _Behind[tuple[pa.Table, Probabilities]] = _Behind(write)
+            running: collections.deque[tuple[pa.Table, Future[Probabilities]]] = collections.deque()
+
+            def hand_on() -> None:
+                nonlocal entities
+                table, future = running.popleft()
+                behind.put((table, future.result()))
+                entities += table.num_rows
+                if progress is not None:
+                    progress(entities, population.total_rows)
+
             try:
-                with contextlib.closing(ahead):
+                with (
+                    contextlib.closing(ahead),
+                    ThreadPoolExecutor(workers, thread_name_prefix="score-model") as pool,
+                ):
                     for table, matrices in ahead:
-                        behind.put((table, run_models(matrices, release)))
-                        entities += table.num_rows
-                        if progress is not None:
-                            progress(entities, population.total_rows)
+                        running.append((table, pool.submit(run_models, matrices, release)))
+                        if len(running) >= workers:
+                            hand_on()
+                    while running:
+                        hand_on()
             except BaseException:
                 with contextlib.suppress(BaseException):  # the first error is the one to tell
                     behind.finish()

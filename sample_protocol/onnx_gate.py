@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -150,6 +150,18 @@ class GatedModel:
     spec: GateSpec
     sha256: str
     where: str
+    data: bytes = field(repr=False, compare=False)  # the gated bytes
+
+    def with_threads(self, threads: int) -> GatedModel:
+        """The same gated model in a new CPU session of ``threads`` intra-op threads.
+
+        A scorer that runs several batches at once gives each run one thread: on a small
+        machine that is more work per CPU second than one run spread over every core.
+        """
+        if threads < 1:
+            raise ValueError(f"threads: expected a positive integer, found {threads}")
+        session = _open_session(self.data, self.where, threads=threads)
+        return GatedModel(session, self.spec, self.sha256, self.where, self.data)
 
     def run(self, X: npt.NDArray[Any], *, batch_size: int = 65_536) -> npt.NDArray[np.float64]:
         """Probability of class 1 for each row of float32 ``X`` (shape ``[n, n_features]``).
@@ -215,7 +227,11 @@ def gate_model(model_bytes: bytes, spec: GateSpec, *, where: str) -> GatedModel:
     _check_outputs(model, spec, where)
     session = _open_session(data, where)
     return GatedModel(
-        session=session, spec=spec, sha256=hashlib.sha256(data).hexdigest(), where=where
+        session=session,
+        spec=spec,
+        sha256=hashlib.sha256(data).hexdigest(),
+        where=where,
+        data=data,
     )
 
 
@@ -447,10 +463,12 @@ def _check_outputs(model: Any, spec: GateSpec, where: str) -> None:
             )
 
 
-def _open_session(data: bytes, where: str) -> Any:
+def _open_session(data: bytes, where: str, *, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()  # default graph optimisation, no custom op libraries
+    if threads is not None:
+        options.intra_op_num_threads = threads
     options.add_session_config_entry("session.load_model_format", "ONNX")  # never ORT format
     # Pool threads sleep rather than spin between parallel sections: a scorer overlaps
     # reading and checking the next batch with the model's run, and a spinning pool

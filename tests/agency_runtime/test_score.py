@@ -348,3 +348,46 @@ def test_behind_handles_in_order_and_passes_the_first_error_on() -> None:
     with pytest.raises(ValueError, match="row 3"):
         failing.finish()  # still the same error; the thread has stopped
     assert handled == [0, 1, 2]  # nothing after the error was handled
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_batches_in_flight_change_nothing_but_speed(
+    rw: ReleaseWorld, scored, tmp_path: Path, workers: int
+) -> None:
+    base, _ = scored
+    result = _score(rw, tmp_path, model_workers=workers, batch_size=256)
+    ours = open_batch(result.out, trust=rw.world.trust_root).table
+    theirs = open_batch(base / "batch", trust=rw.world.trust_root).table
+    # Same rows in the same order, whatever ran at once. onnxruntime's sums may differ in
+    # the last bit with another thread count, which can move a probability by one
+    # rounding step (1e-4); nothing else changes.
+    same = ["bin", "source", "index", "release_id", "as_of"]
+    assert ours.select(same).equals(theirs.select(same))
+    p_ours, p_theirs = (t["probability"].to_numpy() for t in (ours, theirs))
+    assert np.abs(p_ours - p_theirs).max() <= 1.0001e-4
+    equal = p_ours == p_theirs
+    assert equal.mean() > 0.99
+    for col in ("value", "category"):
+        assert ours[col].filter(pa.array(equal)).equals(theirs[col].filter(pa.array(equal)))
+    with pytest.raises(ValueError, match="model_workers"):
+        _score(rw, tmp_path / "zero", model_workers=0)
+    assert not (tmp_path / "zero" / "batch").exists()
+
+
+def test_a_gated_model_reopened_with_fewer_threads_gives_the_same_probabilities(
+    rw: ReleaseWorld, tmp_path: Path
+) -> None:
+    from agency_runtime.verify import verify_release
+
+    release = verify_release(
+        rw.bundle("TAX"), state_dir=tmp_path / "state", actor=TAX_BODY,
+        trust=rw.world.trust_root, source="TAX",
+        body_key_id=rw.world.secret(TAX_BODY).key_id,
+    )  # fmt: skip
+    gated = release.models[0].gated
+    one = gated.with_threads(1)
+    assert one.session is not gated.session and one.sha256 == gated.sha256
+    X = np.random.default_rng(0).normal(size=(300, gated.spec.n_features)).astype(np.float32)
+    assert np.allclose(one.run(X), gated.run(X), rtol=0, atol=1e-6)  # last-bit sums only
+    with pytest.raises(ValueError, match="threads"):
+        gated.with_threads(0)
