@@ -189,6 +189,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             "reports_per_second": "req/s",
             "report_single_client_p50_ms": "ms",
             "report_single_client_p99_ms": "ms",
+            "server_cpu_ms_per_report": "ms",
             "peak_rss_mb": "MB",
             "database_mb": "MB",
             "batch_rows": "rows",

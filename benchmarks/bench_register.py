@@ -22,18 +22,31 @@ pyarrow read of the batches' plain Parquet files (best of 3), and the look-ups a
 ``registry-combiner serve`` in its own process, with a lean asyncio HTTP/1.1 client here
 (warm-up first; also one client alone for the unloaded latency).
 
-Run as a script (``python benchmarks/bench_register.py [ENTITIES]``) or call :func:`run`.
+Run as a script (``python benchmarks/bench_register.py [ENTITIES [ROUND_DIR]]``) or call
+:func:`run`. Only the look-ups, against a copy of an existing register (its database is
+copied first, so the original is never written)::
+
+    python benchmarks/bench_register.py --lookups-only STATE_DIR --key register.key \
+        [--workers N] [--threads N] [--clients N] [--lookups N]
+
+The server's CPU time per report (``server_cpu_ms_per_report``, from ``/proc``) is also
+given: on a machine shared with other work it moves much less than the latencies.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import math
+import os
 import random
 import resource
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -224,6 +237,19 @@ def _wait_healthy(port: int, server: subprocess.Popen[bytes], log: Path) -> None
         time.sleep(0.2)
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of process ``pid`` and its children, from ``/proc``."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total = 0.0
+        for p in [pid, *map(int, children)]:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 def _lookups(
     work: Path, key: Path, bins: list[str], clients: int, lookups: int, seed: int,
     workers: int, threads: int,
@@ -248,14 +274,18 @@ def _lookups(
         _wait_healthy(port, server, log)
         asyncio.run(_load(port, token, bins, clients, 10, seed))  # warm-up: threads, caches
         single, err1, _ = asyncio.run(_load(port, token, bins, 1, 300, seed + 1))
+        cpu0 = _cpu_seconds(server.pid)
         lat, errors, seconds = asyncio.run(
             _load(port, token, bins, clients, max(1, lookups // clients), seed + 2)
         )
+        cpu1 = _cpu_seconds(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=60)
     p99 = _pct(lat, 99)
+    cpu = None if cpu0 is None or cpu1 is None else round((cpu1 - cpu0) / len(lat) * 1000, 3)
     return {
+        "server_cpu_ms_per_report": cpu,
         "report_p50_ms": round(_pct(lat, 50), 2),
         "report_p99_ms": round(p99, 2),
         "reports_per_second": round(len(lat) / seconds, 1),
@@ -356,7 +386,64 @@ def run(
     }
 
 
+def run_lookups(
+    state: str | Path,
+    key: str | Path,
+    *,
+    clients: int = 32,
+    lookups: int = 6_400,
+    seed: int = 7,
+    workers: int = 1,
+    threads: int = 8,
+    work_dir: str | None = None,
+) -> dict[str, Any]:
+    """Only the HTTP look-ups, against a copy of the register in ``state`` (a state
+    directory or its ``register.sqlite``), signed with ``key``."""
+    src = Path(state)
+    if src.is_dir():
+        src = src / "register.sqlite"
+    with tempfile.TemporaryDirectory(prefix="bench-lookups-", dir=work_dir) as tmp:
+        work = Path(tmp)
+        (work / "state").mkdir()
+        dest = work / "state" / "register.sqlite"
+        if Path(f"{src}-wal").exists():  # in use: SQLite's online backup, a consistent copy
+            source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+            with contextlib.closing(source), contextlib.closing(sqlite3.connect(dest)) as copy:
+                source.backup(copy)
+        else:  # closed: copy the file (opening it, even read only, adds files beside it)
+            shutil.copyfile(src, dest)
+        with contextlib.closing(sqlite3.connect(dest)) as copy:
+            bins = [r[0] for r in copy.execute("SELECT bin FROM entities")]
+        sample = random.Random(seed).sample(bins, min(20_000, len(bins)))
+        http = _lookups(work, Path(key).resolve(), sample, clients, lookups, seed, workers, threads)
+    return {
+        "entities": len(bins),
+        "clients": clients,
+        "server_workers": workers,
+        "server_threads": threads,
+        **http,
+    }
+
+
+def _main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("entities", nargs="?", type=int, default=2_000_000)
+    parser.add_argument("round_dir", nargs="?", default=None)
+    parser.add_argument("--lookups-only", metavar="STATE", help="only the look-ups, on a copy")
+    parser.add_argument("--key", help="the register's secret key (with --lookups-only)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--lookups", type=int, default=6_400)
+    args = parser.parse_args(argv)
+    common = {"clients": args.clients, "lookups": args.lookups, "workers": args.workers,
+              "threads": args.threads}  # fmt: skip
+    if args.lookups_only:
+        if not args.key:
+            parser.error("--lookups-only needs --key")
+        return run_lookups(args.lookups_only, args.key, **common)
+    return run(entities=args.entities, round_dir=args.round_dir, **common)
+
+
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
-    extra = {"round_dir": sys.argv[2]} if len(sys.argv) > 2 else {}
-    print(json.dumps(run(entities=n, **extra), indent=2))  # type: ignore[arg-type]
+    print(json.dumps(_main(sys.argv[1:]), indent=2))

@@ -78,11 +78,11 @@ def report_command(
         issued = issue_report(store, identifier, user=who, key=secret, history=history)
         files = write_report(issued, out)
         scope.details.update(
-            report_id=issued.report.report_id, sha256=issued.sha256, user=who,
+            report_id=issued.report_id, sha256=issued.sha256, user=who,
             entity=mask_identifier(issued.report.entity.bin),
         )  # fmt: skip
     result = {
-        "report_id": issued.report.report_id,
+        "report_id": issued.report_id,
         "sha256": issued.sha256,
         "check_id": issued.check_id,
         "files": [str(f) for f in files],
@@ -90,7 +90,7 @@ def report_command(
     if as_json:
         emit_json(result)
         return
-    typer.echo(f"report {issued.report.report_id} (check {issued.check_id}) for {who}:")
+    typer.echo(f"report {issued.report_id} (check {issued.check_id}) for {who}:")
     for f in files:
         typer.echo(f"  {f}")
 

@@ -9,10 +9,11 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import EntityProfile, RunRecord
+from .store import EntityProfile, ReasonCode, RunRecord
 
 __all__ = ["PART_ROWS", "SqliteBase"]
 
@@ -21,6 +22,8 @@ PART_ROWS = 1 << 20
 _BUSY_MS = 60_000
 _FEED_CACHE = 16
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+#: One small chunk is decoded on the calling thread: a thread pool costs more than it saves.
+_IPC_READ_ONE = pa.ipc.IpcReadOptions(use_threads=False)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ENTITY_SELECT = (
     "SELECT e.id, e.bin, e.kind, e.name, e.legal_form, e.status, e.head_surname, "
@@ -95,6 +98,15 @@ def _from_ipc(blob: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.BufferReader(blob)).read_all()
 
 
+def _entity_rows(blob: bytes, entity_id: int) -> pa.Table:
+    """The rows of ``entity_id`` in a result chunk (Arrow IPC bytes), in chunk order."""
+    table = pa.ipc.open_stream(pa.BufferReader(blob), options=_IPC_READ_ONE).read_all()
+    at = np.flatnonzero(table.column("entity").to_numpy() == entity_id)
+    if len(at) and int(at[-1]) - int(at[0]) + 1 == len(at):  # contiguous: chunks are sorted
+        return table.slice(int(at[0]), len(at))
+    return table.take(pa.array(at))
+
+
 def _fts_query(text: str) -> str | None:
     """A safe FTS5 query: every word of ``text`` as a quoted prefix, all required."""
     words = _WORD.findall(text)[:12]
@@ -110,6 +122,10 @@ class SqliteBase:
     location: str
     _feed_cache: dict[int, tuple[Any, pa.Table]]
     _run_cache: dict[int, RunRecord]
+    _run_ids: tuple[int | None, list[int]]
+    _reasons: tuple[int | None, dict[int, ReasonCode]]
+    _busy_ms: int
+    _depth: int
 
     def transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError

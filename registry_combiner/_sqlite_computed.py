@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ._sqlite_base import _CHECKS_BY, SqliteBase, _from_ipc, _now, _parse_ts, _to_ipc, _ts
+from ._sqlite_base import (
+    _CHECKS_BY,
+    SqliteBase,
+    _entity_rows,
+    _from_ipc,
+    _now,
+    _parse_ts,
+    _to_ipc,
+    _ts,
+)
 from .errors import StoreError
 from .store import (
     RESULT_SCHEMA,
@@ -20,6 +29,11 @@ from .store import (
 )
 
 __all__ = ["ComputedTables"]
+
+_LOG_CHECK = (
+    "INSERT INTO check_log (user_name, entity_id, checked_at, view, run_id, report_sha256) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 class ComputedTables(SqliteBase):
@@ -39,8 +53,15 @@ class ComputedTables(SqliteBase):
         return {r[0]: int(r[1]) for r in rows}
 
     def reason_codes(self) -> dict[int, ReasonCode]:
-        rows = self.conn.execute("SELECT id, code, source, factor, kind FROM reason_codes")
-        return {int(r[0]): ReasonCode(code=r[1], source=r[2], factor=r[3], kind=r[4]) for r in rows}
+        # Codes are only ever added (never changed or deleted): re-read when a new one is.
+        top = self.conn.execute("SELECT max(id) FROM reason_codes").fetchone()[0]
+        if top != self._reasons[0]:
+            rows = self.conn.execute("SELECT id, code, source, factor, kind FROM reason_codes")
+            codes = {
+                int(r[0]): ReasonCode(code=r[1], source=r[2], factor=r[3], kind=r[4]) for r in rows
+            }
+            self._reasons = (top, codes)
+        return dict(self._reasons[1])
 
     def write_run(self, run: RunRecord, chunks: Iterable[pa.Table]) -> RunRecord:
         # Compute and serialise every chunk first (lz4 Arrow IPC, ~15 bytes a row), so the
@@ -119,10 +140,23 @@ class ComputedTables(SqliteBase):
             cached = self._run_cache[run_id] = self._run(row)
         return cached
 
+    def generation(self) -> tuple[int, int]:
+        row = self.conn.execute(
+            "SELECT (SELECT max(run_id) FROM runs), (SELECT max(feed_id) FROM feeds)"
+        ).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def _run_ids_newest_first(self) -> list[int]:
+        # Runs are only ever added, with growing ids: re-read the list when a new one is.
+        top = self.conn.execute("SELECT max(run_id) FROM runs").fetchone()[0]
+        if top != self._run_ids[0]:
+            ids = [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY run_id DESC")]
+            self._run_ids = (top, ids)
+        return self._run_ids[1]
+
     def results(self, entity_id: int, *, runs: int = 1) -> list[tuple[RunRecord, pa.Table]]:
         out: list[tuple[RunRecord, pa.Table]] = []
-        ids = [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY run_id DESC")]
-        for run_id in ids:
+        for run_id in self._run_ids_newest_first():
             if len(out) >= runs:
                 break
             chunk = self.conn.execute(
@@ -132,8 +166,7 @@ class ComputedTables(SqliteBase):
             ).fetchone()
             if chunk is None or chunk[1] < entity_id:
                 continue
-            table = _from_ipc(chunk[0])
-            mine = table.filter(pc.equal(table["entity"], entity_id))
+            mine = _entity_rows(chunk[0], entity_id)
             if mine.num_rows:
                 out.append((self._run_by_id(run_id), mine))
         return out
@@ -158,12 +191,18 @@ class ComputedTables(SqliteBase):
         at: dt.datetime | None = None,
     ) -> int:
         when = _ts(at) if at is not None else _now()
-        with self.transaction():
-            cur = self.conn.execute(
-                "INSERT INTO check_log (user_name, entity_id, checked_at, view, run_id, "
-                "report_sha256) VALUES (?, ?, ?, ?, ?, ?)",
-                (user_name, entity_id, when, view, run_id, report_sha256),
-            )
+        params = (user_name, entity_id, when, view, run_id, report_sha256)
+        if self._depth:  # inside the caller's transaction
+            cur = self.conn.execute(_LOG_CHECK, params)
+            return int(cur.lastrowid or 0)
+        try:  # one statement is its own write transaction, committed when it returns
+            cur = self.conn.execute(_LOG_CHECK, params)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"{self.location}: cannot record the check ({exc}); another process held "
+                f"the database for more than {self._busy_ms / 1000:g} s, try again",
+                code="store_busy",
+            ) from None
         return int(cur.lastrowid or 0)
 
     def _checks(self, by: str, value: Any, limit: int) -> list[CheckRecord]:

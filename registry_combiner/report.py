@@ -14,6 +14,14 @@ record whose canonical JSON bytes are signed with the register's key in minisign
 Issuing a report records the check in the check log (view ``report``, with the SHA-256 of
 the JSON report; the HTML names that SHA-256 too, so both forms point at one logged check).
 
+A report is an entity's **body** (entity, lists, run, indexes, notes, issuer) plus three
+fields of the check: ``issued_at``, ``report_id`` and ``user``. A server keeps recent bodies
+in a :class:`ReportCache`, keyed by the entity's row and the store's
+:meth:`~registry_combiner.store.Store.generation` (a new run or feed is a new key, so a
+cached body is never stale), together with its canonical JSON cut around the three fields;
+a report's bytes are then those pieces and the three values, byte for byte what
+:meth:`EntityReport.canonical_bytes` gives (tests compare them).
+
 The HTML page is :func:`~registry_combiner._report_html.render_html`; the free basic view
 of para 37 is :mod:`registry_combiner.basic_view`.
 """
@@ -23,11 +31,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
+import math
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +48,7 @@ from sample_protocol import _atomic
 from sample_protocol.errors import SerdeError, ValidationError
 from sample_protocol.keys import PublicKeys, SecretKey
 from sample_protocol.records_base import new_record_id
-from sample_protocol.serde import Record, encode_value
+from sample_protocol.serde import Record, canonical_json, encode_value
 from sample_protocol.signing import (
     SIGNATURE_SUFFIX,
     VerifiedSignature,
@@ -46,12 +59,13 @@ from sample_protocol.signing import (
 
 from ._report_html import render_html
 from .errors import RegistryRefused
-from .query import entity_view
-from .store import CATEGORIES, Store
+from .query import entity_view_of, find_entity
+from .store import CATEGORIES, EntityRecord, Store
 
 __all__ = [
     "EntityReport",
     "IssuedReport",
+    "ReportCache",
     "ReportCoverage",
     "ReportEntity",
     "ReportIndex",
@@ -161,37 +175,224 @@ class EntityReport(Record):
         return f"{self.report_id}.json"
 
 
-def _entity(view: dict[str, Any]) -> ReportEntity:
-    e = view["entity"]
-    return ReportEntity(
-        bin=e["bin"],
-        entity_kind=e["kind"],
-        name=e["name"],
-        legal_form=e["legal_form"],
-        status=e["status"],
-        registration_date=e["registration_date"],
-        region=e["region"],
-        oked=e["oked"],
-    )
+def _float(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise SerdeError(f"expected a finite number, found {number!r}")
+    return number
 
 
-def _index(ix: dict[str, Any]) -> ReportIndex:
+def _entity_doc(e: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": ReportEntity.kind(),
+        "bin": e["bin"],
+        "entity_kind": e["kind"],
+        "name": e["name"],
+        "legal_form": e["legal_form"],
+        "status": e["status"],
+        "registration_date": encode_value(e["registration_date"]),
+        "region": e["region"],
+        "oked": e["oked"],
+    }
+
+
+def _index_doc(ix: dict[str, Any]) -> dict[str, Any]:
     cov = ix["coverage"]
-    return ReportIndex(
-        index=ix["index"],
-        value=int(ix["value"]),
-        category=ix["category"],
-        probability=float(ix["probability"]),
-        partial=bool(ix["partial"]),
-        overridden=bool(ix["overridden"]),
-        overrides=tuple(ix["overrides"]),
-        reasons=tuple(
-            ReportReason(code=r["code"], source=r["source"], factor=r["factor"], input=r["kind"])
+    return {
+        "kind": ReportIndex.kind(),
+        "index": ix["index"],
+        "value": int(ix["value"]),
+        "category": ix["category"],
+        "probability": _float(ix["probability"]),
+        "partial": bool(ix["partial"]),
+        "overridden": bool(ix["overridden"]),
+        "overrides": list(ix["overrides"]),
+        "reasons": [
+            {
+                "kind": ReportReason.kind(),
+                "code": r["code"],
+                "source": r["source"],
+                "factor": r["factor"],
+                "input": r["kind"],
+            }
             for r in ix["reasons"]
-        ),
-        coverage=ReportCoverage(preliminary=dict(cov["preliminary"]), direct=dict(cov["direct"])),
-        history=tuple(ReportPoint(**h) for h in ix["history"]),
-    )
+        ],
+        "coverage": {
+            "kind": ReportCoverage.kind(),
+            "preliminary": encode_value(dict(cov["preliminary"])),
+            "direct": encode_value(dict(cov["direct"])),
+        },
+        "history": [
+            {
+                "kind": ReportPoint.kind(),
+                "run_id": h["run_id"],
+                "release_id": h["release_id"],
+                "computed_at": encode_value(h["computed_at"]),
+                "value": h["value"],
+                "category": h["category"],
+                "probability": encode_value(h["probability"]),
+            }
+            for h in ix["history"]
+        ],
+    }
+
+
+def _report_doc(view: dict[str, Any], key: SecretKey) -> dict[str, Any]:
+    """``EntityReport.to_dict()`` of the report of ``view`` (an :func:`entity_view_of`),
+    built directly, without the record (its check's fields are empty strings here).
+
+    The record's classes stay the schema: tests check that these are the bytes of the
+    records the view maps to, and that they decode to an :class:`EntityReport` and
+    re-encode to the same bytes."""
+    run = view["run"]
+    indexes = [_index_doc(ix) for ix in view["indexes"]]
+    notes: list[str] = []
+    if run is None:
+        notes.append("no indexes yet: the register has not combined this entity")
+    partial = [ix["index"] for ix in indexes if ix["partial"]]
+    if partial:
+        notes.append(
+            "partial: a source the combiner expects did not deliver for this entity "
+            f"({', '.join(partial)}; see coverage)"
+        )
+    return {
+        "kind": EntityReport.kind(),
+        "report_id": "",
+        "issued_at": "",
+        "register": key.name,
+        "key_id": key.key_id,
+        "user": "",
+        "entity": _entity_doc(view["entity"]),
+        "lists": list(view["lists"]),
+        "run_id": None if run is None else int(run["run_id"]),
+        "release_id": None if run is None else run["release_id"],
+        "computed_at": None if run is None else encode_value(run["computed_at"]),
+        "indexes": indexes,
+        "notes": notes,
+    }
+
+
+#: The fields of a report that belong to the check, not to the entity (module notes).
+_CHECK_FIELDS = ("issued_at", "report_id", "user")
+
+
+def _marker(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+def _json_string(value: str) -> bytes:
+    # the encoder canonical_json uses for every string value
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """A report of one entity without its check: its canonical JSON cut where the values
+    of the check's fields go (``pieces``, in ``order``), or, when such a cut would be
+    ambiguous, its JSON-shaped form ``doc`` (the check's fields empty)."""
+
+    entity_id: int
+    run_id: int | None
+    pieces: tuple[bytes, ...] | None
+    order: tuple[str, ...]
+    doc: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, doc: dict[str, Any], entity_id: int) -> _Body:
+        marked = dict(doc)
+        for name in _CHECK_FIELDS:
+            marked[name] = _marker(name)
+        raw = canonical_json(marked)
+        found: list[tuple[int, str, bytes]] = []
+        for name in _CHECK_FIELDS:
+            token = _json_string(_marker(name))
+            if raw.count(token) != 1:  # the marker's text is in the data too: no cut
+                return cls(entity_id, doc["run_id"], None, (), doc)
+            found.append((raw.index(token), name, token))
+        found.sort()
+        pieces: list[bytes] = []
+        start = 0
+        for at, _, token in found:
+            pieces.append(raw[start:at])
+            start = at + len(token)
+        pieces.append(raw[start:])
+        order = tuple(name for _, name, _ in found)
+        return cls(entity_id, doc["run_id"], tuple(pieces), order)
+
+    def canonical_bytes(self, *, issued_at: dt.datetime, report_id: str, user: str) -> bytes:
+        """The canonical JSON bytes of the report of this check."""
+        values = {"issued_at": encode_value(issued_at), "report_id": report_id, "user": user}
+        if self.pieces is None:
+            assert self.doc is not None
+            return canonical_json({**self.doc, **values})
+        out = [self.pieces[0]]
+        for name, piece in zip(self.order, self.pieces[1:], strict=True):
+            out.append(_json_string(values[name]))
+            out.append(piece)
+        return b"".join(out)
+
+
+def _build_body(store: Store, entity: EntityRecord, *, key: SecretKey, history: int) -> _Body:
+    view = entity_view_of(store, entity, history=history)
+    return _Body.of(_report_doc(view, key), entity.id)
+
+
+class ReportCache:
+    """Bodies of recently reported entities, shared by a server's threads (LRU).
+
+    The key holds everything a body depends on: the entity's row, the store's generation
+    (:meth:`~registry_combiner.store.Store.generation`), the history length and the
+    signing key. A new run or feed changes the generation, a new profile the row, so a
+    body is never served stale; old keys just age out.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = max(0, int(capacity))
+        self._bodies: OrderedDict[Hashable, _Body] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def get(self, key: Hashable) -> _Body | None:
+        with self._lock:
+            found = self._bodies.get(key)
+            if found is not None:
+                self._bodies.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, body: _Body) -> None:
+        with self._lock:
+            self._bodies[key] = body
+            self._bodies.move_to_end(key)
+            while len(self._bodies) > self.capacity:
+                self._bodies.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._bodies.clear()
+
+
+def _body(
+    store: Store,
+    identifier: str,
+    *,
+    key: SecretKey,
+    history: int,
+    cache: ReportCache | None = None,
+) -> _Body:
+    """The body of a report of ``identifier``: from ``cache``, or read in one snapshot."""
+    with store.snapshot():
+        entity = find_entity(store, identifier)
+        if cache is None:
+            return _build_body(store, entity, key=key, history=history)
+        cache_key = (entity, store.generation(), history, key.name, key.key_id)
+        found = cache.get(cache_key)
+        if found is not None:
+            return found
+        body = _build_body(store, entity, key=key, history=history)
+    cache.put(cache_key, body)
+    return body
 
 
 def build_report(
@@ -208,33 +409,10 @@ def build_report(
     An invalid identifier raises :class:`~sample_protocol.errors.IdentifierError`, an
     unknown one :class:`~registry_combiner.errors.RegistryInputError` ``unknown_entity``.
     """
-    view = entity_view(store, identifier, history=history)
+    body = _body(store, identifier, key=key, history=history)
     when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    run = view["run"]
-    indexes = tuple(_index(ix) for ix in view["indexes"])
-    notes: list[str] = []
-    if run is None:
-        notes.append("no indexes yet: the register has not combined this entity")
-    partial = [ix.index for ix in indexes if ix.partial]
-    if partial:
-        notes.append(
-            "partial: a source the combiner expects did not deliver for this entity "
-            f"({', '.join(partial)}; see coverage)"
-        )
-    return EntityReport(
-        report_id=new_record_id("rep", now=when),
-        issued_at=when,
-        register=key.name,
-        key_id=key.key_id,
-        user=user,
-        entity=_entity(view),
-        lists=tuple(view["lists"]),
-        run_id=None if run is None else int(run["run_id"]),
-        release_id=None if run is None else run["release_id"],
-        computed_at=None if run is None else run["computed_at"],
-        indexes=indexes,
-        notes=tuple(notes),
-    )
+    data = body.canonical_bytes(issued_at=when, report_id=new_record_id("rep", now=when), user=user)
+    return EntityReport.from_json(data)
 
 
 # -- issue, write, verify -----------------------------------------------------------------
@@ -242,15 +420,26 @@ def build_report(
 
 @dataclass(frozen=True, slots=True)
 class IssuedReport:
-    """A signed report: its JSON bytes and signature, and (if asked) the signed HTML."""
+    """A signed report: its JSON bytes and signature, and (if asked) the signed HTML.
 
-    report: EntityReport
+    :attr:`report` is the record the JSON bytes encode, decoded from them when first
+    asked for (a server that hands out the bytes never needs it)."""
+
+    report_id: str
     json: bytes
     json_signature: str
     sha256: str
     check_id: int
     html: bytes | None = None
     html_signature: str | None = None
+    _record: EntityReport | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def report(self) -> EntityReport:
+        if self._record is None:
+            object.__setattr__(self, "_record", EntityReport.from_json(self.json))
+        assert self._record is not None
+        return self._record
 
 
 def _sign(data: bytes, key: SecretKey, file_name: str, report_id: str) -> str:
@@ -268,37 +457,40 @@ def issue_report(
     history: int = 5,
     now: dt.datetime | None = None,
     log_lock: AbstractContextManager[Any] | None = None,
+    cache: ReportCache | None = None,
 ) -> IssuedReport:
     """Build, sign and log a report of ``user``'s check (view ``report`` in the check log).
 
     ``log_lock`` is held while the check is written (a server passes one lock for all its
-    threads, so they queue for SQLite's write lock instead of polling it)."""
-    report = build_report(store, identifier, user=user, key=key, history=history, now=now)
-    data = report.canonical_bytes()
+    threads, so they queue for SQLite's write lock instead of polling it); ``cache`` keeps
+    the bodies of recent reports (a server passes one for all its threads)."""
+    body = _body(store, identifier, key=key, history=history, cache=cache)
+    when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    report_id = new_record_id("rep", now=when)
+    data = body.canonical_bytes(issued_at=when, report_id=report_id, user=user)
     digest = hashlib.sha256(data).hexdigest()
-    signature = _sign(data, key, report.file_name, report.report_id)
-    page = page_sig = None
+    signature = _sign(data, key, f"{report_id}.json", report_id)
+    record = page = page_sig = None
     if html_too:
-        page = render_html(report, digest)
-        page_sig = _sign(page, key, f"{report.report_id}.html", report.report_id)
-    entity = store.entity(report.entity.bin)
-    assert entity is not None  # build_report found it
+        record = EntityReport.from_json(data)
+        page = render_html(record, digest)
+        page_sig = _sign(page, key, f"{report_id}.html", report_id)
     with log_lock or contextlib.nullcontext():
         check_id = store.log_check(
             user_name=user,
-            entity_id=entity.id,
+            entity_id=body.entity_id,
             view="report",
-            run_id=report.run_id,
+            run_id=body.run_id,
             report_sha256=digest,
-            at=report.issued_at,
+            at=when,
         )
-    return IssuedReport(report, data, signature, digest, check_id, page, page_sig)
+    return IssuedReport(report_id, data, signature, digest, check_id, page, page_sig, record)
 
 
 def write_report(issued: IssuedReport, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write ``<report_id>.json`` (+ ``.minisig``) and, if built, ``.html`` (+ ``.minisig``)."""
     out = Path(out_dir)
-    name = issued.report.report_id
+    name = issued.report_id
     files: dict[str, bytes | str] = {
         f"{name}.json": issued.json,
         f"{name}.json{SIGNATURE_SUFFIX}": issued.json_signature,

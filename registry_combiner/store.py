@@ -95,12 +95,19 @@ Concurrency
 -----------
 
 Every write is one ``BEGIN IMMEDIATE`` transaction (a batch with its entities, a feed with
-its profiles and lists, a run with all its chunks), so a process killed at any point leaves
-the previous state, and the work can be redone. WAL lets readers (the service) run while a
-writer works; writers wait up to ``busy_timeout`` (60 s, then ``store_busy``). A
-:class:`Store` object is one connection: use one per thread (it caches the immutable
-runs and current feeds it has read). Looking up one entity's results reads one chunk
-(about a millisecond); :meth:`Store.feed_values` loads a feed once per store object.
+its profiles and lists, a run with all its chunks; a check is one ``INSERT``), so a process
+killed at any point leaves the previous state, and the work can be redone. WAL lets readers
+(the service) run while a writer works; writers wait up to ``busy_timeout`` (60 s, then
+``store_busy``). A :class:`Store` object is one connection: use one per thread (it caches
+the immutable runs, the current feeds and the reason codes it has read, re-reading the
+list of runs and codes when a new one was written). Looking up one entity's results reads
+and decodes one chunk per run (a fraction of a millisecond); :meth:`Store.feed_values`
+loads a feed once per store object.
+
+Runs, feeds (with their lists and profiles) and reason codes are only ever added, so
+:meth:`Store.generation` (the latest run and feed ids) and an entity's own row fix what a
+view of that entity shows: the service caches report bodies under that key.
+:meth:`Store.snapshot` reads several tables as one consistent state.
 """
 
 from __future__ import annotations
@@ -318,6 +325,21 @@ class Store(Protocol):
         """One write transaction; nested calls join the outer one."""
         ...
 
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads inside see one consistent state of the database (no writes inside)."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Copy committed writes from the write-ahead log into the database (not waiting
+        for anyone; a server calls it from a background thread, see :func:`open_store`)."""
+        ...
+
+    def generation(self) -> tuple[int, int]:
+        """``(latest run id, latest feed id)``, 0 for none: it changes whenever a run or a
+        feed is stored. Runs, feeds, their lists and reason codes are only ever added, so
+        what a view shows of an entity is fixed by this and the entity's own row."""
+        ...
+
     # -- releases -----------------------------------------------------------------------
 
     def record_release(self, release: ReleaseRecord) -> bool:
@@ -430,15 +452,29 @@ class Store(Protocol):
     def checks_by_user(self, user_name: str, *, limit: int = 100) -> list[CheckRecord]: ...
 
 
-def open_store(location: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+def open_store(
+    location: str | os.PathLike[str],
+    *,
+    readonly: bool = False,
+    busy_ms: int | None = None,
+    wal_autocheckpoint: int | None = None,
+) -> Store:
     """Open (creating and migrating when writable) the store at ``location``.
 
     ``location`` is a state directory (the database is ``DB_FILE`` inside it) or a
-    ``.sqlite`` file.
+    ``.sqlite`` file. ``busy_ms``: how long a write waits for another writer (default
+    60 s), then fails with ``store_busy``. ``wal_autocheckpoint``: after a commit that
+    leaves at least this many pages in the write-ahead log, that commit copies them into
+    the database (SQLite's default 1,000; 0 never): a server sets it high and calls
+    :meth:`Store.checkpoint` from a background thread instead, so that no request waits
+    for a checkpoint's disk flush.
     """
     from .store_sqlite import SqliteStore
 
     path = Path(location)
     if path.is_dir() or not path.suffix:
         path = path / DB_FILE
-    return SqliteStore(path, readonly=readonly)
+    options: dict[str, Any] = {"readonly": readonly, "wal_autocheckpoint": wal_autocheckpoint}
+    if busy_ms is not None:
+        options["busy_ms"] = busy_ms
+    return SqliteStore(path, **options)

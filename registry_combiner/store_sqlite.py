@@ -34,6 +34,7 @@ from .store import (
     EntityProfile,
     EntityRecord,
     Ids,
+    ReasonCode,
     ReleaseRecord,
     RunRecord,
 )
@@ -45,13 +46,23 @@ __all__ = ["PART_ROWS", "SqliteStore"]
 class SqliteStore(ReceivedTables, ComputedTables):
     """The store in one SQLite file (WAL, foreign keys on); one object per thread."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readonly: bool = False,
+        busy_ms: int = _BUSY_MS,
+        wal_autocheckpoint: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self.location = str(self.path)
         self.readonly = readonly
         self._depth = 0
+        self._busy_ms = max(0, int(busy_ms))
         self._feed_cache: dict[int, tuple[Any, pa.Table]] = {}
         self._run_cache: dict[int, RunRecord] = {}
+        self._run_ids: tuple[int | None, list[int]] = (None, [])
+        self._reasons: tuple[int | None, dict[int, ReasonCode]] = (None, {})
         where = f"register database {self.path}"
         try:
             if readonly:
@@ -60,11 +71,13 @@ class SqliteStore(ReceivedTables, ComputedTables):
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(self.path, isolation_level=None)
-            self.conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             self.conn.execute("PRAGMA foreign_keys = ON")
             if not readonly:
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")
+                if wal_autocheckpoint is not None:
+                    self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
             self.conn.execute("PRAGMA temp_store = MEMORY")
             if readonly:
                 found = current_version(self.conn)
@@ -108,7 +121,7 @@ class SqliteStore(ReceivedTables, ComputedTables):
         except sqlite3.OperationalError as exc:
             raise StoreError(
                 f"{self.location}: cannot start a write ({exc}); another process held the "
-                f"database for more than {_BUSY_MS // 1000} s, try again",
+                f"database for more than {self._busy_ms / 1000:g} s, try again",
                 code="store_busy",
             ) from None
         self._depth = 1
@@ -120,6 +133,22 @@ class SqliteStore(ReceivedTables, ComputedTables):
             raise
         self._depth = 0
         self.conn.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        # PASSIVE: copy what it can without waiting for (or blocking) readers and writers
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        if self._depth or self.conn.in_transaction:  # a transaction is one snapshot already
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
 
     # -- releases -----------------------------------------------------------------------
 

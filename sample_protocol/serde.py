@@ -58,8 +58,28 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: Types whose values are their own JSON form (exact types: subclasses such as
+#: ``enum.StrEnum`` or ``bool`` members of an ``IntEnum`` take the general path below).
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+#: Field names of each record class, in declaration order (a class's fields never change).
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def encode_value(value: Any) -> Any:
     """Turn a field value into its JSON-shaped form."""
+    # Fast paths for the exact built-in types (most values); each gives what the general
+    # chain below gives for the same value.
+    tp = type(value)
+    if tp in _PLAIN_TYPES:
+        return value
+    if tp is float:
+        if not math.isfinite(value):
+            raise SerdeError(f"expected a finite number, found {value!r}")
+        return value
+    if tp is tuple or tp is list:
+        return [encode_value(v) for v in value]
+    if tp is dict:
+        return {str(k): encode_value(v) for k, v in value.items()}
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, enum.Enum):
@@ -189,14 +209,17 @@ class Record:
         """Check the record's invariants (override in subclasses)."""
 
     def to_dict(self) -> dict[str, Any]:
-        if not dataclasses.is_dataclass(self):
-            raise TypeError(f"{type(self).__name__} must be a dataclass")
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            if not dataclasses.is_dataclass(self):
+                raise TypeError(f"{type(self).__name__} must be a dataclass")
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))
         out: dict[str, Any] = {"kind": self.kind()}
-        for f in dataclasses.fields(self):
+        for name in names:
             try:
-                out[f.name] = encode_value(getattr(self, f.name))
+                out[name] = encode_value(getattr(self, name))
             except SerdeError as exc:
-                raise SerdeError(f"{self.kind()}.{f.name}: {exc}") from None
+                raise SerdeError(f"{self.kind()}.{name}: {exc}") from None
         return out
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from registry_combiner.cli import app
@@ -19,22 +22,28 @@ from registry_combiner.errors import RegistryInputError, RegistryRefused
 from registry_combiner.query import entity_view
 from registry_combiner.report import (
     EntityReport,
+    ReportCache,
     ReportCoverage,
     ReportEntity,
     ReportIndex,
+    ReportPoint,
     ReportReason,
+    _Body,
+    build_report,
     issue_report,
     render_html,
     verify_report,
     write_report,
 )
+from registry_combiner.store import EntityProfile
 from registry_combiner.store_sqlite import SqliteStore
 from sample_protocol.errors import IdentifierError, SignatureError
-from sample_protocol.keys import load_public_key
+from sample_protocol.keys import SecretKey, load_public_key
+from sample_protocol.serde import canonical_json
 from sample_protocol.signing import sign_bytes
 from sample_protocol.trust import Role
 from tests.agency_runtime.round_fixtures import REGISTER, TAX_BODY
-from tests.registry_combiner.conftest import Register
+from tests.registry_combiner.conftest import Register, new_register
 from tests.registry_combiner.serve_fixtures import copy_register, unknown_identifier
 
 runner = CliRunner()
@@ -251,3 +260,134 @@ def test_minisign_checks_a_report(combined: Register, store, tmp_path: Path, min
         assert "Signature and comment signature verified" in done.stdout
     files[0].write_bytes(files[0].read_bytes().replace(b'"dave"', b'"evil"'))
     assert minisign(files[0]).returncode != 0
+
+
+# -- the hot path: report bodies, their cache, and bytes composed from pieces ------------
+
+
+def _record_of(
+    view: dict, *, report_id: str, issued_at: dt.datetime, user: str, key: SecretKey
+) -> EntityReport:
+    """The report of ``view`` built as records (the reference the composed bytes must match)."""
+    e, run = view["entity"], view["run"]
+    indexes = tuple(
+        ReportIndex(
+            index=ix["index"], value=int(ix["value"]), category=ix["category"],
+            probability=float(ix["probability"]), partial=bool(ix["partial"]),
+            overridden=bool(ix["overridden"]), overrides=tuple(ix["overrides"]),
+            reasons=tuple(ReportReason(r["code"], r["source"], r["factor"], r["kind"])
+                          for r in ix["reasons"]),
+            coverage=ReportCoverage(dict(ix["coverage"]["preliminary"]),
+                                    dict(ix["coverage"]["direct"])),
+            history=tuple(ReportPoint(**h) for h in ix["history"]),
+        )
+        for ix in view["indexes"]
+    )  # fmt: skip
+    notes = [] if run is not None else ["no indexes yet: the register has not combined this entity"]
+    partial = [ix.index for ix in indexes if ix.partial]
+    if partial:
+        notes.append(
+            "partial: a source the combiner expects did not deliver for this entity "
+            f"({', '.join(partial)}; see coverage)"
+        )
+    return EntityReport(
+        report_id=report_id, issued_at=issued_at, register=key.name, key_id=key.key_id,
+        user=user,
+        entity=ReportEntity(e["bin"], e["kind"], e["name"], e["legal_form"], e["status"],
+                            e["registration_date"], e["region"], e["oked"]),
+        lists=tuple(view["lists"]),
+        run_id=None if run is None else int(run["run_id"]),
+        release_id=None if run is None else run["release_id"],
+        computed_at=None if run is None else run["computed_at"],
+        indexes=indexes, notes=tuple(notes),
+    )  # fmt: skip
+
+
+def test_report_bytes_are_the_records_canonical_bytes(combined: Register, store):
+    """For every entity (cached or not): the bytes served are exactly those of the record."""
+    key = combined.world.world.secret(REGISTER)
+    cache = ReportCache(64)
+    bins = store.entity_bins()["bin"].to_pylist()
+    wanted = bins[:60] + bins[:5] + [_bankrupt(combined)]
+    for i, bin_ in enumerate(wanted):
+        user = ["alice", 'o"b\\r\u00e9n\u00fc \U0001f600', "\x00user\x00", "\u2028x"][i % 4]
+        when = dt.datetime(2026, 11, 23, 10, i % 60, tzinfo=dt.UTC)
+        issued = issue_report(
+            store, bin_, user=user, key=key, html_too=i % 10 == 0, now=when, cache=cache
+        )
+        record = _record_of(
+            entity_view(store, bin_), report_id=issued.report_id, issued_at=when, user=user,
+            key=key,
+        )  # fmt: skip
+        assert issued.json == record.canonical_bytes(), bin_
+        assert issued.report == record and issued.report.canonical_bytes() == issued.json
+        assert issued.sha256 == hashlib.sha256(issued.json).hexdigest()
+    assert len(cache) == len(set(wanted))
+    built = build_report(store, bins[0], user="zed", key=key)
+    again = _record_of(
+        entity_view(store, bins[0]), report_id=built.report_id, issued_at=built.issued_at,
+        user="zed", key=key,
+    )  # fmt: skip
+    assert built == again
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    user=st.text(max_size=40),
+    name=st.one_of(
+        st.none(), st.text(max_size=30), st.sampled_from(["\x00user\x00", "\x00report_id\x00"])
+    ),
+    seconds=st.integers(0, 10**9),
+)
+def test_composed_bytes_equal_canonical_json(user: str, name: str | None, seconds: int):
+    doc = {
+        "kind": "EntityReport", "report_id": "", "issued_at": "", "user": "", "register": "r",
+        "key_id": "K", "run_id": 3, "entity": {"kind": "ReportEntity", "name": name},
+        "notes": [name or ""],
+    }  # fmt: skip
+    body = _Body.of(doc, 1)
+    assert (body.pieces is None) == (name in ("\x00user\x00", "\x00report_id\x00"))
+    when = dt.datetime(2001, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds, microseconds=7)
+    values = {"issued_at": when.isoformat(), "report_id": f"rep-{seconds}", "user": user}
+    try:
+        expected = canonical_json({**doc, **values})
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 form either way
+        with pytest.raises(UnicodeEncodeError):
+            body.canonical_bytes(issued_at=when, report_id=f"rep-{seconds}", user=user)
+        return
+    assert body.canonical_bytes(issued_at=when, report_id=f"rep-{seconds}", user=user) == expected
+
+
+def test_the_cache_never_serves_a_stale_body(combined: Register, tmp_path: Path):
+    """A cached body is keyed by the entity's row and the store's generation: a new
+    profile, feed or run is a new key, so the next report shows it."""
+    copy_register(combined, tmp_path / "state")
+    register = new_register(combined.world, tmp_path / "state")
+    store, key = register.store, combined.world.world.secret(REGISTER)
+    try:
+        cache = ReportCache(8)
+        bin_ = store.entity_bins()["bin"][2].as_py()
+        first = issue_report(store, bin_, user="u", key=key, html_too=False, cache=cache)
+        again = issue_report(store, bin_, user="u", key=key, html_too=False, cache=cache)
+        assert len(cache) == 1 and again.report.entity == first.report.entity
+        generation = store.generation()
+        assert generation[0] == first.report.run_id and generation[1] > 0
+        # a new profile (as a feed gives it): the entity's row, so the key, changes
+        feed_id = generation[1]
+        store.update_profiles([EntityProfile(bin=bin_, name="Renamed LLP")], feed_id=feed_id)
+        renamed = issue_report(store, bin_, user="u", key=key, html_too=False, cache=cache)
+        assert renamed.report.entity.name == "Renamed LLP" and len(cache) == 2
+        # a new run: the generation changes, the report shows the new run
+        register.combine()
+        assert store.generation()[0] == generation[0] + 1
+        rerun = issue_report(store, bin_, user="u", key=key, html_too=False, cache=cache)
+        assert rerun.report.run_id == generation[0] + 1 and len(cache) == 3
+        assert rerun.report.indexes[0].history[0].run_id == rerun.report.run_id
+        assert [p.run_id for p in rerun.report.indexes[0].history] == [
+            generation[0] + 1,
+            generation[0],
+        ]
+        uncached = issue_report(store, bin_, user="u", key=key, html_too=False)
+        assert uncached.report.indexes == rerun.report.indexes
+    finally:
+        store.close()

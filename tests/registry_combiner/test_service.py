@@ -25,7 +25,13 @@ from typer.testing import CliRunner
 from registry_combiner.cli import app
 from registry_combiner.errors import RegistryInputError
 from registry_combiner.query import entity_view
-from registry_combiner.service import create_app, listening_socket, serve_in_thread
+from registry_combiner.report import EntityReport
+from registry_combiner.service import (
+    _FastReports,
+    create_app,
+    listening_socket,
+    serve_in_thread,
+)
 from registry_combiner.store_sqlite import SqliteStore
 from registry_combiner.tokens import add_user, remove_user
 from sample_protocol.signing import verify_bytes
@@ -152,6 +158,71 @@ def test_a_signed_report_over_http(service: Service, combined: Register):
         verify_bytes(tampered, sig, pub)
     assert getattr(err.value, "code", "") == "signature_mismatch"
     assert service.get(f"/entities/{bin_}/report?format=pdf", "alice").status_code == 422
+
+
+def test_the_fast_report_path_answers_as_the_route_does(service: Service, combined: Register):
+    """``GET /entities/{id}/report`` is answered on the event loop; a request it does not
+    take (another query) goes to the route: same headers, same kind of bytes, both logged."""
+    bin_ = _bin(combined, 6)
+    pub = combined.world.world.public(REGISTER)
+    fast = service.get(f"/entities/{bin_}/report", "alice")
+    routed = service.get(f"/entities/{bin_}/report?format=json&via=route", "alice")
+    for r in (fast, routed):
+        assert r.status_code == 200, r.text
+        sig = base64.b64decode(r.headers["x-signature"]).decode()
+        assert verify_bytes(r.content, sig, pub).signer == REGISTER
+        assert EntityReport.from_json(r.content).canonical_bytes() == r.content
+        assert r.headers["content-length"] == str(len(r.content))
+    assert sorted(fast.headers.keys()) == sorted(routed.headers.keys())
+    for name in ("content-type", "cache-control", "x-content-type-options", "referrer-policy"):
+        assert fast.headers[name] == routed.headers[name], name
+    a, b = json.loads(fast.content), json.loads(routed.content)
+    for field in ("report_id", "issued_at"):
+        a.pop(field), b.pop(field)
+    assert a == b
+    mine = service.get("/checks/mine?limit=2", "alice").json()["checks"]
+    assert [c["report_sha256"] for c in mine] == [
+        routed.headers["x-report-sha256"],
+        fast.headers["x-report-sha256"],
+    ]
+    with SqliteStore(service.db, readonly=True) as store:
+        logged = [c.report_sha256 for c in store.checks_by_user("alice", limit=1000)]
+        assert logged.count(fast.headers["x-report-sha256"]) == 1  # logged once
+
+
+def test_which_requests_the_fast_report_path_takes(combined: Register, tmp_path: Path):
+    copy_register(combined, tmp_path / "state")
+    tokens = tmp_path / "tokens.json"
+    full, _ = add_user(tokens, "alice")
+    basic, _ = add_user(tokens, "bob", access="basic")
+    app = create_app(tmp_path / "state", tokens, combined.world.register_key)
+    fast = _FastReports(app, app.state.register)
+    good = _bin(combined, 8)
+
+    def scope(path: str, token: str | None = full, query: bytes = b"", method: str = "GET"):
+        headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
+        return {"type": "http", "method": method, "path": path, "root_path": "",
+                "query_string": query, "headers": headers}  # fmt: skip
+
+    issued = fast._issue(scope(f"/entities/{good}/report"))
+    assert issued is not None and issued.report.user == "alice"
+    assert fast._issue(scope(f"/entities/{good}/report", query=b"format=json")) is not None
+    bad_digit = good[:11] + str((int(good[11]) + 1) % 10)
+    for request in (
+        scope(f"/entities/{good}/report", query=b"format=html"),
+        scope(f"/entities/{good}/report", query=b"format=json&x=1"),
+        scope(f"/entities/{good}/report", token=basic),
+        scope(f"/entities/{good}/report", token=full + "x"),
+        scope(f"/entities/{good}/report", token=None),
+        scope(f"/entities/{bad_digit}/report"),
+        scope(f"/entities/{unknown_identifier(combined)}/report"),
+        scope(f"/entities/{good}/report/"),
+        scope(f"/entities/{good}"),
+        scope(f"/entities/ {good}/report"),
+    ):
+        assert fast._issue(request) is None, request
+    with SqliteStore(tmp_path / "state" / "register.sqlite", readonly=True) as store:
+        assert len(store.checks_by_user("alice")) == 2 and store.checks_by_user("bob") == []
 
 
 def test_the_check_log(service: Service, combined: Register):

@@ -257,3 +257,58 @@ def test_check_log(store):
     assert [c.view for c in store.checks_by_user("alice")] == ["full", "basic"]
     with pytest.raises(sqlite3.IntegrityError):
         store.log_check(user_name="eve", entity_id=999, view="basic")
+
+
+def test_generation_snapshot_and_caches_follow_new_runs_and_codes(store, tmp_path):
+    """What a server caches is keyed by ``generation()``; reason codes and run ids it
+    re-reads only when new ones were written (by any connection)."""
+    assert store.generation() == (0, 0)
+    _release(store)
+    store.ensure_entities(_bins(5))
+    other = SqliteStore(tmp_path / DB_FILE)  # another connection writes
+    try:
+        other.reason_code_ids([ReasonCode("TAX.preliminary_index", "TAX", "p", "preliminary")])
+        assert set(store.reason_codes()) == {1}
+        meta = {"indexes": ["a", "b"], "sources": ["TAX"]}
+        other.write_run(RunRecord("rel1-x", NOW, NOW, 5, dict(meta)), [_chunk([1, 2, 3], 10)])
+        assert store.generation() == (1, 0) and [r.run_id for r, _ in store.results(2)] == [1]
+        other.reason_code_ids([ReasonCode("COURT.record", "COURT", "record", "direct")])
+        assert set(store.reason_codes()) == {1, 2}  # the new code is seen
+        codes = store.reason_codes()
+        codes.clear()  # a copy: the store's cache is not the caller's
+        assert set(store.reason_codes()) == {1, 2}
+        with store.snapshot():  # one consistent state: the next run is not seen inside
+            before = store.generation()
+            other.write_run(RunRecord("rel1-x", NOW, NOW, 5, dict(meta)), [_chunk([2], 30)])
+            assert store.generation() == before
+            assert [r.run_id for r, _ in store.results(2, runs=5)] == [1]
+        assert store.generation() == (2, 0)
+        found = store.results(2, runs=5)
+        assert [(r.run_id, t["value"].to_pylist()) for r, t in found] == [
+            (2, [30, 30]),
+            (1, [10, 10]),
+        ]
+        store.checkpoint()
+    finally:
+        other.close()
+
+
+def test_a_check_waits_for_another_writer_then_fails_clearly(tmp_path):
+    store = SqliteStore(tmp_path / DB_FILE, busy_ms=50)
+    ids = store.ensure_entities(_bins(1))
+    blocker = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError) as err:
+            store.log_check(user_name="alice", entity_id=int(ids[0]), view="basic")
+        assert err.value.code == "store_busy"
+        blocker.execute("ROLLBACK")
+        assert store.checks_by_user("alice") == []
+        check = store.log_check(user_name="alice", entity_id=int(ids[0]), view="basic")
+        assert [c.check_id for c in store.checks_by_user("alice")] == [check]
+        with store.transaction():  # inside a caller's transaction it joins it
+            store.log_check(user_name="bob", entity_id=int(ids[0]), view="basic")
+        assert len(store.checks_by_user("bob")) == 1
+    finally:
+        blocker.close()
+        store.close()
