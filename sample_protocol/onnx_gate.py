@@ -59,6 +59,7 @@ DEFAULT_ALLOWED_OPS: tuple[str, ...] = tuple(
             "LinearClassifier",
             "Scaler",
             "TreeEnsembleClassifier",
+            "TreeEnsembleRegressor",  # the scorecard's WOE binner: one tree per feature
             # default domain
             "Add",
             "ArgMax",

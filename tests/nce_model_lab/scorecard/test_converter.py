@@ -12,6 +12,7 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 
 from nce_model_lab.errors import LabError
+from nce_model_lab.scorecard.binning import FeatureBins, WOEBinner
 from nce_model_lab.scorecard.converter import (
     ALLOWED_OPS,
     TARGET_OPSET,
@@ -110,17 +111,33 @@ def test_binner_alone_exact_parity(fitted: tuple[Scorecard, onnx.ModelProto]) ->
         assert woe_ext[0, j] == b.woe[-1] and woe_ext[1, j] == b.woe[0]
 
 
-def test_double_input_and_old_opset_refused(fitted: tuple[Scorecard, onnx.ModelProto]) -> None:
+def test_double_input_refused(fitted: tuple[Scorecard, onnx.ModelProto]) -> None:
     card, _model = fitted
     register_converters()
     with pytest.raises(LabError, match="float32") as info:
-        to_onnx(card.binner_, initial_types=[("X", DoubleTensorType([None, 6]))],
-                target_opset=TARGET_OPSET)
+        to_onnx(
+            card.binner_,
+            initial_types=[("X", DoubleTensorType([None, 6]))],
+            target_opset=TARGET_OPSET,
+        )
     assert info.value.code == "onnx_input_type"
-    with pytest.raises(LabError, match="opset >= 13") as info:
-        to_onnx(card.binner_, initial_types=[("X", FloatTensorType([None, 6]))],
-                target_opset={"": 12, "ai.onnx.ml": 2})
-    assert info.value.code == "onnx_opset"
+
+
+def test_binner_graph_is_one_tree_per_feature(fitted: tuple[Scorecard, onnx.ModelProto]) -> None:
+    card, model = fitted
+    trees = [n for n in model.graph.node if n.op_type == "TreeEnsembleRegressor"]
+    assert len(trees) == card.n_features_in_
+    assert all(n.domain == "ai.onnx.ml" for n in trees)
+    assert [n.op_type for n in model.graph.node].count("Concat") == 1
+    one = _binner_onnx(_binner([card.binner_.bins_[0]]))  # a single column needs no Concat
+    assert [n.op_type for n in one.graph.node] == ["TreeEnsembleRegressor"]
+
+
+def test_older_opsets_export_the_same_woe(fitted: tuple[Scorecard, onnx.ModelProto]) -> None:
+    card, _model = fitted
+    onx = _binner_onnx(card.binner_, {"": 12, "ai.onnx.ml": 1})
+    X = _probe(card, 2_000, 13)
+    np.testing.assert_array_equal(_session(onx).run(None, {"X": X})[0], card.binner_.transform(X))
 
 
 _cell = st.one_of(
@@ -140,7 +157,10 @@ _cell = st.one_of(
     monotonic=st.booleans(),
 )
 def test_random_data_parity(
-    rows: list[list[float]], labels_seed: int, max_bins: int, special_zero: bool,
+    rows: list[list[float]],
+    labels_seed: int,
+    max_bins: int,
+    special_zero: bool,
     monotonic: bool,
 ) -> None:
     X = np.asarray(rows, dtype=np.float32)
@@ -163,3 +183,122 @@ def _probe_edges(card: Scorecard) -> np.ndarray:
         values.extend(b.edges.tolist())
     cells = np.asarray(values, dtype=np.float32)
     return np.repeat(cells[:, None], card.n_features_in_, axis=1)
+
+
+# --- the WOE graph alone, on hand-made bins: exact values at every kind of input ----------
+
+
+def _binner(bins: list[FeatureBins]) -> WOEBinner:
+    binner = WOEBinner()
+    binner.bins_ = tuple(bins)
+    binner.n_features_in_ = len(bins)
+    return binner
+
+
+def _binner_onnx(binner: WOEBinner, opset: dict[str, int] | None = None) -> onnx.ModelProto:
+    register_converters()
+    onx: onnx.ModelProto = to_onnx(
+        binner,
+        initial_types=[("X", FloatTensorType([None, binner.n_features_in_]))],
+        target_opset=opset or TARGET_OPSET,
+    )
+    return onx
+
+
+def _expected_woe(bins: tuple[FeatureBins, ...], X: np.ndarray) -> np.ndarray:
+    """np.digitize in float32, then zero and missing: what WOEBinner.transform does, also
+    for the infinities that transform's input check refuses."""
+    out = np.empty(X.shape, dtype=np.float32)
+    for j, b in enumerate(bins):
+        x = X[:, j]
+        col = b.woe[np.searchsorted(b.edges, x, side="right")]
+        col = np.where(x == 0, np.float32(b.woe_zero), col)
+        out[:, j] = np.where(np.isnan(x), np.float32(b.woe_missing), col)
+    return out
+
+
+_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+_edge = st.one_of(
+    st.floats(-1e3, 1e3, width=32),
+    st.sampled_from([0.0, 0.5, -0.5, 1e-38, -1e-38, 1e-45, -1e-45, 3.4e38, -3.4e38]),
+    _f32,
+)
+
+
+@st.composite
+def _feature_bins(draw: st.DrawFn) -> FeatureBins:
+    edges = np.unique(np.asarray(draw(st.lists(_edge, max_size=9)), dtype=np.float32))
+    woe = np.asarray(
+        draw(st.lists(_f32, min_size=edges.size + 1, max_size=edges.size + 1)), dtype=np.float32
+    )
+    holds_zero = woe[np.searchsorted(edges, np.float32(0), side="right")]
+    zero_kind = draw(st.sampled_from(["apart", "same", "negative_zero"]))
+    woe_zero = {"apart": draw(_f32), "same": float(holds_zero), "negative_zero": -0.0}[zero_kind]
+    counts = np.ones(edges.size + 1, dtype=np.int64)
+    return FeatureBins(
+        edges=edges,
+        woe=woe,
+        counts=counts,
+        events=counts * 0,
+        woe_missing=draw(_f32),
+        n_missing=1,
+        events_missing=0,
+        woe_zero=float(np.float32(woe_zero)),
+        n_zero=1,
+        events_zero=0,
+        has_zero_bin=zero_kind != "same",
+        direction=1,
+    )
+
+
+def _probe_values(bins: list[FeatureBins], extra: list[float]) -> np.ndarray:
+    """Every edge, its float32 neighbours, 0, -0, NaN, the infinities, the smallest
+    subnormals and the largest floats, plus the drawn values, in every column."""
+    values = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 3.4028235e38, -3.4028235e38]
+    for b in bins:
+        values += b.edges.tolist()
+        with np.errstate(over="ignore"):  # the neighbours of the largest floats are inf
+            values += np.nextafter(b.edges, np.float32(-np.inf)).tolist()
+            values += np.nextafter(b.edges, np.float32(np.inf)).tolist()
+    cells = np.asarray(values + extra, dtype=np.float32)
+    return np.repeat(cells[:, None], len(bins), axis=1)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bins=st.lists(_feature_bins(), min_size=1, max_size=4),
+    extra=st.lists(_f32, max_size=20),
+)
+def test_woe_exact_at_edges_infinities_zero_and_nan(
+    bins: list[FeatureBins], extra: list[float]
+) -> None:
+    binner = _binner(bins)
+    X = _probe_values(bins, extra)
+    (woe,) = _session(_binner_onnx(binner)).run(None, {"X": X})
+    expected = _expected_woe(binner.bins_, X)
+    np.testing.assert_array_equal(woe, expected)  # a WOE of -0.0 may come out as +0.0
+    finite = ~np.isinf(X).any(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn sums +-3.4e38 rows
+        np.testing.assert_array_equal(woe[finite], binner.transform(X[finite]))
+
+
+def test_woe_exact_on_fitted_single_bin_and_zero_features() -> None:
+    rng = np.random.default_rng(3)
+    n = 4_000
+    X = np.column_stack(
+        [
+            np.full(n, 7.0),  # one value: a single bin, no edge
+            np.where(rng.random(n) < 0.5, 0.0, rng.normal(size=n)),  # half zeros: zero bin
+            np.where(rng.random(n) < 0.9, np.nan, rng.normal(size=n)),  # mostly missing
+            rng.integers(-3, 4, size=n).astype(float),  # ties, 0 an edge neighbour
+        ]
+    ).astype(np.float32)
+    y = (rng.random(n) < 0.3).astype(int)
+    for special_zero in (True, False):
+        binner = WOEBinner(max_bins=5, special_zero=special_zero).fit(X, y)
+        assert binner.bins_[0].edges.size == 0
+        probe = np.concatenate([X, _probe_values(list(binner.bins_), [])])
+        (woe,) = _session(_binner_onnx(binner)).run(None, {"X": probe})
+        np.testing.assert_array_equal(woe, _expected_woe(binner.bins_, probe))
+        finite = ~np.isinf(probe).any(axis=1)
+        np.testing.assert_array_equal(woe[finite], binner.transform(probe[finite]))
