@@ -302,22 +302,26 @@ def _encode(array: pa.ChunkedArray, col: FeatureColumn) -> npt.NDArray[np.floati
         except ValidationError as exc:
             raise ValidationError(f"feature {col.name}: {exc}", code=exc.code) from None
         return _lookup(indices, parsed)
-    target = pa.float64()
     if col.encoding is FeatureKind.BOOL and _is_string(tp):
         raise ValidationError(
             f"feature {col.name}: expected a bool column, found {tp}", code="bad_feature_type"
         )
+    if pa.types.is_string(tp) or pa.types.is_large_string(tp):
+        target = pa.float64()  # parse text as the numbers it holds, checked
+    else:
+        # Straight to the matrix's float32: an unchecked cast rounds to nearest, exactly as
+        # numpy's float64 -> float32 does for every integer below 2**53.
+        target = pa.float32()
     try:
-        numbers = array.cast(target)
+        numbers = array.cast(target, safe=target != pa.float32())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise ValidationError(
             f"feature {col.name}: expected a {col.encoding.value} column, found {tp}",
             code="bad_feature_type",
         ) from None
-    # Nulls come out as NaN; the float64 -> float32 cast happens as the caller stores
-    # the column into its matrix (one pass, no intermediate copy).
-    values64: npt.NDArray[np.float64] = np.asarray(numbers.to_numpy(zero_copy_only=False))
-    return values64
+    # Nulls come out as NaN (a copy only then); the caller stacks the columns.
+    values: npt.NDArray[np.floating[Any]] = np.asarray(numbers.to_numpy(zero_copy_only=False))
+    return values
 
 
 def _frequent(array: pa.ChunkedArray, col: FeatureColumn, min_share: float) -> tuple[str, ...]:
