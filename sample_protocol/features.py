@@ -320,8 +320,8 @@ def _encode(array: pa.ChunkedArray, col: FeatureColumn) -> npt.NDArray[np.floati
             code="bad_feature_type",
         ) from None
     # Nulls come out as NaN (a copy only then); the caller stacks the columns.
-    values: npt.NDArray[np.floating[Any]] = np.asarray(numbers.to_numpy(zero_copy_only=False))
-    return values
+    encoded: npt.NDArray[np.floating[Any]] = np.asarray(numbers.to_numpy(zero_copy_only=False))
+    return encoded
 
 
 def _frequent(array: pa.ChunkedArray, col: FeatureColumn, min_share: float) -> tuple[str, ...]:
