@@ -178,16 +178,7 @@ class ReceivedTables(SqliteBase):
                     ((feed_id, name, int(e)) for e in ids),
                 )
             self.update_profiles(profiles, feed_id=feed_id)
-        return FeedRecord(
-            source=record.source,
-            file_name=record.file_name,
-            sha256=record.sha256,
-            as_of=record.as_of,
-            rows=record.rows,
-            columns=record.columns,
-            ingested_at=record.ingested_at,
-            feed_id=feed_id,
-        )
+        return dataclasses.replace(record, feed_id=feed_id)
 
     def current_feeds(self) -> dict[str, FeedRecord]:
         rows = self.conn.execute(

@@ -28,12 +28,7 @@ from agency_runtime.cli import app
 from agency_runtime.errors import RuntimeInputError, RuntimeRefused
 from agency_runtime.monitor import MONITOR_ACTION, MonitorReport, monitor_population
 from agency_runtime.sample_round import AUDIT_FILE
-from nce_model_lab import release
-from nce_model_lab.labdir import LabDir
 from nce_model_lab.reference import reference_bytes
-from nce_model_lab.release import train_round
-from nce_model_lab.sample_request import create_sample_request
-from nce_model_lab.training.features import economy_training_table
 from sample_protocol.audit import AuditLog
 from sample_protocol.bundle import build_manifest_files, write_bundle
 from sample_protocol.bundle_verify import verify_bundle
@@ -43,6 +38,7 @@ from sample_protocol.keys import SecretKey
 from sample_protocol.monitoring import WATCH, DriftFlag, reference_file
 from sample_protocol.records import MANIFEST_NAME, ReleaseManifest
 
+from .lab_shortcut import release_from_economy
 from .round_fixtures import LAB, TAX_BODY, World, build_round_world
 
 runner = CliRunner()
@@ -93,33 +89,10 @@ def without_references(world: World, bundle: Path, out: Path) -> Path:
 def rnd(tmp_path_factory: pytest.TempPathFactory) -> Round:
     root = tmp_path_factory.mktemp("monitor")
     world = build_round_world(root / "world", n_entities=N_ENTITIES, seed=5, sources=("TAX",))
-    lab = root / "lab"
-    request, _ = create_sample_request(
-        lab_key=world.secret(LAB),
-        trust=world.trust_root,
-        lab_dir=lab,
-        out=root / "outbox",
-        sources=("TAX",),
-        sample_size=N_ENTITIES,
-        sent_on=dt.date(2025, 3, 3),
-        as_of=dt.date(2024, 1, 1),
-    )
-    training, _ = economy_training_table(world.economy)
-    path = LabDir(lab).training_path(request.request_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(training, path)
-    train_round(lab, request.request_id, seed=0)
-    with pytest.MonkeyPatch.context() as mp:
-        # The model card's plots take most of a release's time and are not the subject here.
-        mp.setattr(release, "render_card", lambda *_a, **_k: "<html>test card</html>")
-        bundles = release.release_round(
-            lab,
-            request.request_id,
-            lab_key=world.secret(LAB),
-            trust=world.trust_root,
-            out_dir=root / "releases",
-            force="a 1,200-entity test economy: quality gates are not the subject here",
-        )
+    bundles, training = release_from_economy(
+        world, root, sources=("TAX",), sample_size=N_ENTITIES,
+        force="a 1,200-entity test economy: quality gates are not the subject here",
+    )  # fmt: skip
     (tax,) = [b for b in bundles if b.name == "TAX"]
     bundle = with_references(world, tax, training, root / "with-references" / "TAX")
     bare = without_references(world, bundle, root / "bare" / "TAX")

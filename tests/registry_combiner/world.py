@@ -25,20 +25,16 @@ import dataclasses
 import datetime as dt
 import shutil
 from pathlib import Path
-from unittest import mock
 
 import pyarrow.parquet as pq
 
 from agency_runtime.score import score_population
-from nce_model_lab.labdir import LabDir
-from nce_model_lab.release import release_round, train_round
-from nce_model_lab.sample_request import create_sample_request
-from nce_model_lab.training.features import economy_training_table
 from registry_combiner.feeds import LISTS
 from registry_combiner.store import LISTS_SOURCE
 from sample_protocol.catalogue import Catalogue
 from sample_protocol.records_release import REGISTER_AUDIENCE
-from tests.agency_runtime.round_fixtures import LAB, REGISTER, World, build_round_world
+from tests.agency_runtime.lab_shortcut import release_from_economy
+from tests.agency_runtime.round_fixtures import REGISTER, World, build_round_world
 
 __all__ = ["AS_OF", "RegisterWorld", "build_register_world"]
 
@@ -71,32 +67,9 @@ class RegisterWorld:
 
 
 def _lab(world: World, root: Path, n: int) -> tuple[str, list[Path]]:
-    lab = root / "lab"
-    request, _ = create_sample_request(
-        lab_key=world.secret(LAB),
-        trust=world.trust_root,
-        lab_dir=lab,
-        out=root / "outbox",
-        sample_size=n,
-        sent_on=dt.date(2025, 3, 3),
-        as_of=dt.date(2024, 1, 1),
+    bundles, _ = release_from_economy(
+        world, root, sample_size=n, force="register tests: a small synthetic economy"
     )
-    table, _ = economy_training_table(world.economy)
-    path = LabDir(lab).training_path(request.request_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    train_round(lab, request.request_id, seed=0)
-    # The model card (plots) is the lab's business and takes most of a release's time here:
-    # the register's tests ship a one-line card instead (still listed, hashed and signed).
-    with mock.patch("nce_model_lab.release.render_card", return_value="<p>test card</p>"):
-        bundles = release_round(
-            lab,
-            request.request_id,
-            lab_key=world.secret(LAB),
-            trust=world.trust_root,
-            out_dir=root / "releases",
-            force="register tests: a small synthetic economy",
-        )
     return bundles[0].parent.name, bundles
 
 
