@@ -310,9 +310,10 @@ def _parallelism(model_workers: int | None) -> tuple[int, int]:
     """(batches run at once, onnxruntime intra-op threads per run).
 
     By default two batches at a time, the cores shared between them: measured on 2
-    cores, two one-thread runs side by side score 0.91x bare onnxruntime's speed where
-    one two-thread run at a time gets 0.76x (a two-thread run idles while its threads
-    wait on each other, and the reading and writing threads fill those gaps better).
+    quiet cores (300,000 TAX rows, best of 5), two one-thread runs side by side score at
+    0.76x bare onnxruntime's speed where one two-thread run at a time gets 0.69x (a
+    two-thread run idles while its threads wait on each other; the reading and writing
+    threads fill those gaps better beside two one-thread runs).
     """
     cpus = _cpus()
     workers = model_workers if model_workers is not None else (2 if cpus >= 2 else 1)
@@ -427,8 +428,9 @@ def score_population(
                     writer.write(batch)
                     counts[model.index] += np.bincount(codes, minlength=len(CATEGORIES))
 
-            # Three stages, so that onnxruntime (this thread) never waits for Python work:
-            # read, check and encode ahead; run the models; derive and write behind.
+            # Three stages, so that the model runs never wait for Python work: read, check
+            # and encode ahead (one thread); run the models (``workers`` batches at once, in
+            # the pool); derive and write behind (one thread), in input order.
             ahead = _Prefetch(
                 (t, prepare_batch(t, release)) for t in population.batches() if t.num_rows
             )
