@@ -286,14 +286,26 @@ def _check_values(arr: pa.Array, spec: FieldSpec, ctx: _Ctx) -> None:
                 expected += f" ({spec.unit})"
             raise ctx.error("out_of_range", spec.name, i, expected, _short(arr[i].as_py()))
     elif spec.dtype == "category" and spec.categories:
-        ok = pc.is_in(arr, value_set=pa.array(list(spec.categories), type=pa.string()))
-        bad = _mask(arr.is_valid()) & ~_mask(ok)
+        bad = _mask(arr.is_valid()) & ~_in_categories(arr, spec.categories)
         if bad.any():
             i = _first(bad)
             shown = ", ".join(spec.categories[:8]) + (", ..." if len(spec.categories) > 8 else "")
             raise ctx.error(
                 "bad_category", spec.name, i, f"one of: {shown}", _short(arr[i].as_py())
             )
+
+
+def _in_categories(arr: pa.Array, categories: Sequence[str]) -> np.ndarray:
+    """Per row, whether the value is one of ``categories`` (null: false). A dictionary
+    column is checked on its distinct values, then row by row through its indices."""
+    allowed = pa.array(list(categories), type=pa.string())
+    if not pa.types.is_dictionary(arr.type):
+        return _mask(pc.is_in(arr, value_set=allowed))
+    known = _mask(pc.is_in(arr.dictionary, value_set=allowed))
+    if not len(known):
+        return np.zeros(len(arr), dtype=bool)
+    indices = pc.fill_null(arr.indices, 0).to_numpy(zero_copy_only=False)
+    return np.asarray(known[indices] & _mask(arr.is_valid()))
 
 
 def _numbers_within(arr: pa.Array, spec: FieldSpec) -> bool:

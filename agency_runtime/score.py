@@ -405,7 +405,7 @@ def score_population(
         workers, threads = _parallelism(model_workers)
         release = _with_threads(release, threads)
         population = open_population(
-            input_path, release.source, fields=release.fields, batch_size=batch_size
+            input_path, release.source, fields=release.fields, batch_size=batch_size, lean=True
         )
         tell(
             f"input {population.path}: key column {population.key!r}, {len(release.fields)} fields"

@@ -165,9 +165,10 @@ class FeatureSpec(Record):
         ``missing_feature_column``), or becomes all NaN with ``allow_missing=True``.
         """
         n = table.num_rows
+        names = frozenset(table.column_names)
         encoded: list[npt.NDArray[np.floating[Any]]] = []
         for col in self.columns:
-            array = _find_column(table, col)
+            array = _find_column(table, col, names)
             if array is None:
                 if allow_missing:
                     encoded.append(np.full(n, np.nan, dtype=np.float32))
@@ -180,10 +181,22 @@ class FeatureSpec(Record):
             encoded.append(_encode(array, col))
         if not encoded:
             return np.empty((n, 0), dtype=np.float32)
-        # One pass that interleaves the columns (and casts to float32): much faster than
-        # writing each column into a row-major matrix with a stride.
-        out: Matrix = np.stack(encoded, axis=1, dtype=np.float32)
-        return out
+        return _interleave(encoded, n)
+
+
+#: Rows interleaved at a time: a block of every column stays in the L2 cache.
+_BLOCK_ROWS = 4096
+
+
+def _interleave(columns: list[npt.NDArray[np.floating[Any]]], n: int) -> Matrix:
+    """The row-major float32 matrix of ``columns``: stacked a block of rows at a time,
+    about twice as fast as one ``np.stack`` of whole columns (which is itself much faster
+    than writing each column into the matrix with a stride)."""
+    out: Matrix = np.empty((n, len(columns)), dtype=np.float32)
+    for start in range(0, n, _BLOCK_ROWS):
+        stop = min(start + _BLOCK_ROWS, n)
+        np.stack([c[start:stop] for c in columns], axis=1, out=out[start:stop])
+    return out
 
 
 def concat_specs(specs: Iterable[FeatureSpec]) -> FeatureSpec:
@@ -191,8 +204,10 @@ def concat_specs(specs: Iterable[FeatureSpec]) -> FeatureSpec:
     return FeatureSpec(columns=tuple(c for s in specs for c in s.columns))
 
 
-def _find_column(table: pa.Table, col: FeatureColumn) -> pa.ChunkedArray | None:
-    names = table.column_names
+def _find_column(
+    table: pa.Table, col: FeatureColumn, names: frozenset[str] | None = None
+) -> pa.ChunkedArray | None:
+    names = frozenset(table.column_names) if names is None else names
     for name in (col.name, col.field):
         if name in names:
             return table[name]
@@ -250,10 +265,34 @@ def date_string_to_months(text: str) -> float:
 
 
 def _dictionary(array: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], list[str | None]]:
-    """Per row the index into a list of distinct string values (-1 for null)."""
-    encoded = pc.dictionary_encode(array.combine_chunks())
+    """Per row the index into a list of string values (-1 for null).
+
+    A dictionary-encoded string column is used as it is (its values may repeat or go
+    unused: each is encoded on its own); any other column is dictionary-encoded first.
+    """
+    if pa.types.is_dictionary(array.type) and _is_string(array.type.value_type):
+        encoded = array.combine_chunks()  # unifies the chunks' dictionaries
+    else:
+        encoded = pc.dictionary_encode(_as_plain_strings(array).combine_chunks())
     indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return indices, encoded.dictionary.to_pylist()
+
+
+def _months_of_days(raw: npt.NDArray[np.int32]) -> Matrix:
+    """Months since 2000-01 of each day number since 1970-01-01 (int32 minimum: NaN).
+
+    Through a table of the days between the earliest and the latest date present (a
+    gather, several times faster than numpy's datetime64 conversions row by row)."""
+    valid = raw != np.iinfo(np.int32).min
+    out: Matrix = np.full(len(raw), np.nan, dtype=np.float32)
+    if not valid.any():
+        return out
+    present = raw[valid]
+    lo, hi = int(present.min()), int(present.max())
+    span = np.arange(lo, hi + 1, dtype=np.int64).astype("datetime64[D]").astype("datetime64[M]")
+    table = (span.astype(np.int64) - (EPOCH_YEAR - 1970) * 12).astype(np.float32)
+    out[valid] = table[present - lo]
+    return out
 
 
 def _lookup(indices: npt.NDArray[np.int64], values: Sequence[float]) -> Matrix:
@@ -262,12 +301,16 @@ def _lookup(indices: npt.NDArray[np.int64], values: Sequence[float]) -> Matrix:
     return out
 
 
+def _as_plain_strings(array: pa.ChunkedArray) -> pa.ChunkedArray:
+    return array.cast(array.type.value_type) if pa.types.is_dictionary(array.type) else array
+
+
 def _as_strings(array: pa.ChunkedArray, col: FeatureColumn) -> pa.ChunkedArray:
+    """``array`` as strings: a dictionary of strings stays one (see :func:`_dictionary`)."""
     tp = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
-    if pa.types.is_dictionary(array.type):
-        array = array.cast(tp)
     if _is_string(tp):
         return array
+    array = _as_plain_strings(array)
     try:
         return array.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -291,11 +334,7 @@ def _encode(array: pa.ChunkedArray, col: FeatureColumn) -> npt.NDArray[np.floati
         if pa.types.is_date(tp) or pa.types.is_timestamp(tp):
             days = array.cast(pa.date32()).cast(pa.int32())
             raw = pc.fill_null(days, np.iinfo(np.int32).min).to_numpy(zero_copy_only=False)
-            valid = raw != np.iinfo(np.int32).min
-            months = raw.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
-            dates: Matrix = (months - (EPOCH_YEAR - 1970) * 12).astype(np.float32)
-            dates[~valid] = np.nan
-            return dates
+            return _months_of_days(raw)
         indices, values = _dictionary(_as_strings(array, col))
         try:
             parsed = [math.nan if v is None else date_string_to_months(v) for v in values]
@@ -326,7 +365,7 @@ def _encode(array: pa.ChunkedArray, col: FeatureColumn) -> npt.NDArray[np.floati
 
 def _frequent(array: pa.ChunkedArray, col: FeatureColumn, min_share: float) -> tuple[str, ...]:
     n = len(array)
-    counts = pc.value_counts(_as_strings(array, col).combine_chunks())
+    counts = pc.value_counts(_as_plain_strings(_as_strings(array, col)).combine_chunks())
     pairs = [
         (str(v), int(c))
         for v, c in zip(

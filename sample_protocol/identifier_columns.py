@@ -15,7 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import IdentifierError
-from .identifiers import _POW10, _valid_rows, contains_identifier, is_valid_identifier
+from .identifiers import (
+    _POW10,
+    _valid_columns,
+    _valid_rows,
+    contains_identifier,
+    is_valid_identifier,
+)
 
 __all__ = ["identifier_mask", "key_mask"]
 
@@ -52,8 +58,8 @@ def _twelve_digit_rows(
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64], Any]:
     """``present``, byte ``lengths``, the rows of exactly 12 bytes and their digits.
 
-    ``digits`` is an ``int32`` matrix ``[len(exact), 12]`` (values outside 0-9 where the
-    byte is not a digit), or ``None`` when no row has 12 bytes.
+    ``digits`` is an ``int16`` matrix ``[12, len(exact)]``, one row per position (values
+    outside 0-9 where the byte is not a digit), or ``None`` when no row has 12 bytes.
     """
     n = len(arr)
     present = ~arr.is_null().to_numpy(zero_copy_only=False)
@@ -71,7 +77,14 @@ def _twelve_digit_rows(
         block = data[starts[0] : starts[0] + 12 * exact.size].reshape(-1, 12)
     else:
         block = data[starts[:, None] + np.arange(12)]
-    return present, lengths, exact, block.astype(np.int32) - 48
+    digits = block.T.astype(np.int16, order="C")  # each position a contiguous row
+    digits -= 48
+    return present, lengths, exact, digits
+
+
+def _all_digits(digits: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
+    # as unsigned, a byte below "0" is a large number: one comparison per row
+    return np.asarray(digits.view(np.uint16).max(axis=0) <= 9)
 
 
 def key_mask(arr: pa.Array, *, bins_only: bool = False) -> npt.NDArray[np.bool_]:
@@ -87,9 +100,9 @@ def key_mask(arr: pa.Array, *, bins_only: bool = False) -> npt.NDArray[np.bool_]
         return out
     _, _, exact, digits = _twelve_digit_rows(arr)
     if digits is not None:
-        ok = ((digits >= 0) & (digits <= 9)).all(axis=1) & _valid_rows(digits)
+        ok = _all_digits(digits) & _valid_columns(digits)
         if bins_only:
-            ok &= (digits[:, 4] >= 4) & (digits[:, 4] <= 6)
+            ok &= (digits[4] >= 4) & (digits[4] <= 6)
         out[exact] = ok
     return out
 
@@ -103,8 +116,7 @@ def _mask_strings(arr: pa.Array) -> npt.NDArray[np.bool_]:
         return out
     present, lengths, exact, digits = _twelve_digit_rows(arr)
     if digits is not None:
-        all_digits = ((digits >= 0) & (digits <= 9)).all(axis=1)
-        out[exact] = all_digits & _valid_rows(digits)
+        out[exact] = _all_digits(digits) & _valid_columns(digits)
     longer = np.flatnonzero(present & (lengths > 12))
     if longer.size:
         sub = arr.take(pa.array(longer))

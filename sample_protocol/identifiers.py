@@ -69,8 +69,12 @@ _W1 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 _W2 = (3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2)
 _W1_NP = np.array(_W1, dtype=np.int32)
 _W2_NP = np.array(_W2, dtype=np.int32)
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int16)
+#: Weighted sums of 11 positions of -48 to 207 (bytes minus "0") lie in
+#: [-48 * 66, 207 * 66]: modulo 11 through a table, offset to start at 0.
+_MOD11_OFFSET = 48 * 66
+_MOD11 = (np.arange(-_MOD11_OFFSET, 207 * 66 + 1) % 11).astype(np.int16)
 _POW10 = 10 ** np.arange(11, -1, -1, dtype=np.int64)
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 _DIGIT_RUN = re.compile(r"[0-9]{12,}")
 _LONG_RUN = 64  # digit runs longer than this are checked with numpy, not window by window
 
@@ -386,19 +390,43 @@ def _check_digits(first11: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 def _valid_rows(d: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
     """Rows of 12 digits that are a valid IIN or BIN (same rules as the scalar checks)."""
-    d = d.astype(np.int32, copy=False)
-    ck = _check_digits(d[:, :11])
-    ok = (ck != 10) & (ck == d[:, 11])
-    month = d[:, 2] * 10 + d[:, 3]
+    return _valid_columns(np.asarray(d).T)
+
+
+def _valid_columns(c: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """:func:`_valid_rows` of the digits given position by position (``[12, n]``).
+
+    Each position is a contiguous int16 row, so every step is one pass over n small
+    integers: several times faster than the same rules on an ``[n, 12]`` matrix. Any
+    value of -48 to 207 (a byte minus ``"0"``) gives some answer without overflowing;
+    callers rule out rows that are not all digits."""
+    d = [np.ascontiguousarray(row, dtype=np.int16) for row in c]
+    check = _MOD11[_weighted(d, _W1)]
+    second = _MOD11[_weighted(d, _W2)]
+    check = np.where(check == 10, second, check)
+    ok = (check != 10) & (check == d[11])
+    month = d[2] * 10 + d[3]
     month_ok = (month >= 1) & (month <= 12)
-    c = d[:, 6]
-    year = 1800 + 100 * ((c - 1) // 2) + d[:, 0] * 10 + d[:, 1]
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    century = d[6]
+    # The century's first year is a multiple of 400 only for 2000 (digits 5 and 6), and
+    # of 4 always: so the year's leap rule needs only its last two digits.
+    yy = d[0] * 10 + d[1]
+    leap = ((yy & 3) == 0) & ((yy != 0) | (century == 5) | (century == 6))
     dim = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + ((month == 2) & leap)
-    day = d[:, 4] * 10 + d[:, 5]
-    iin = (c >= 1) & (c <= 6) & month_ok & (day >= 1) & (day <= dim)
-    bin_ = month_ok & (d[:, 4] >= 4) & (d[:, 4] <= 6) & (d[:, 5] <= 3)
+    day = d[4] * 10 + d[5]
+    iin = (century >= 1) & (century <= 6) & month_ok & (day >= 1) & (day <= dim)
+    bin_ = month_ok & (d[4] >= 4) & (d[4] <= 6) & (d[5] <= 3)
     return np.asarray(ok & (iin | bin_))
+
+
+def _weighted(d: list[npt.NDArray[np.int16]], weights: tuple[int, ...]) -> npt.NDArray[np.int32]:
+    """Index into :data:`_MOD11` of the weighted sum of the first 11 positions."""
+    total = np.full(len(d[0]), _MOD11_OFFSET, dtype=np.int32)
+    step = np.empty(len(d[0]), dtype=np.int16)
+    for row, w in zip(d, weights, strict=False):
+        np.multiply(row, w, out=step)
+        total += step
+    return total
 
 
 # --------------------------------------------------------------------------- scanning

@@ -51,14 +51,16 @@ def write(table: pa.Table, path: Path) -> Path:
     return path
 
 
-def read_all(path: Path, fields=TAX_FIELDS, batch_size: int = 64) -> pa.Table:
-    population = open_population(path, "TAX", fields=fields, batch_size=batch_size)
+def read_all(path: Path, fields=TAX_FIELDS, batch_size: int = 64, lean: bool = False) -> pa.Table:
+    population = open_population(path, "TAX", fields=fields, batch_size=batch_size, lean=lean)
     return pa.concat_tables(list(population.batches()))
 
 
-def error(path: Path, code: str, fields=TAX_FIELDS, batch_size: int = 64) -> str:
+def error(
+    path: Path, code: str, fields=TAX_FIELDS, batch_size: int = 64, lean: bool = False
+) -> str:
     with pytest.raises(RuntimeInputError) as err:
-        read_all(path, fields, batch_size)
+        read_all(path, fields, batch_size, lean)
     assert err.value.code == code, str(err.value)
     assert err.value.exit_code == 2
     assert str(path) in str(err.value)
@@ -96,6 +98,45 @@ def test_streams_checked_batches(tax: pa.Table, tmp_path: Path) -> None:
     assert "taxpayer_name" not in got.column_names  # only what the models read
 
 
+def test_lean_reads_text_columns_as_dictionaries(tax: pa.Table, tmp_path: Path) -> None:
+    path = write(tax, tmp_path / "TAX.parquet")
+    population = open_population(path, "TAX", fields=TAX_FIELDS, batch_size=64, lean=True)
+    got = pa.concat_tables(list(population.batches()))
+    assert got.schema == population.schema
+    text = {"tax_office_code", "tax_regime", "risk_category"}
+    assert {f.name for f in got.schema if pa.types.is_dictionary(f.type)} == text
+    plain = read_all(path)
+    for name in plain.column_names:  # the same values, only encoded
+        assert got.column(name).to_pylist() == plain.column(name).to_pylist(), name
+    # a CSV file has no dictionaries to keep: lean reads it as usual
+    csv = read_all(write(tax, tmp_path / "TAX.csv"), lean=True)
+    assert csv.equals(plain)
+
+
+def test_lean_batches_give_the_same_matrices(tax: pa.Table, tmp_path: Path) -> None:
+    """Generalised and encoded from dictionaries, the features are those of plain strings:
+    nulls, codes cut to a prefix, suppressed levels and unseen values alike."""
+    table = with_value(tax, "deregistration_reason", 3, None)
+    path = write(table, tmp_path / "TAX.parquet")
+    fields = ("tax_office_code", "deregistration_reason", "tax_regime", "risk_category")
+    columns = (
+        _category("TAX", "deregistration_reason", "bankruptcy", "other"),
+        _category("TAX", "tax_office_code", "75", "71"),
+        _category("TAX", "tax_regime", "general"),  # the others: unseen in training
+        _category("TAX", "risk_category", "high", "low"),
+    )
+    spec = FeatureSpec(columns=columns)
+    for level in ("full", "prefix2", "*"):
+        plan = {"tax_office_code": ("code", level)}
+        plain, lean = (
+            spec.transform(generalise_like_training(read_all(path, fields, lean=flag), plan))
+            for flag in (False, True)
+        )
+        np.testing.assert_array_equal(lean, plain)
+        assert np.isnan(plain[3, 0])  # the null stays missing
+        assert len(np.unique(plain[:, 2])) == 2  # "general" or another regime
+
+
 def test_csv_reads_like_parquet(tax: pa.Table, tmp_path: Path) -> None:
     parquet = read_all(write(tax, tmp_path / "TAX.parquet"))
     csv = read_all(write(tax, tmp_path / "TAX.csv"))
@@ -123,6 +164,12 @@ def test_missing_key_and_columns(tax: pa.Table, tmp_path: Path) -> None:
         write(tax.drop_columns(["staff_count"]), tmp_path / "b.parquet"), "missing_column"
     )
     assert "'staff_count'" in message
+    for lean in (False, True):  # a text column read as a dictionary, missing
+        message = error(
+            write(tax.drop_columns(["tax_regime"]), tmp_path / "c.parquet"), "missing_column",
+            lean=lean,
+        )  # fmt: skip
+        assert "'tax_regime'" in message
     error(write(tax.drop_columns(["staff_count"]), tmp_path / "b.csv"), "missing_column")
 
 
@@ -157,10 +204,11 @@ def test_bad_values_name_column_and_row(
 ) -> None:
     for suffix in (".parquet", ".csv"):
         path = write(with_value(tax, column, 200, value), tmp_path / f"TAX{suffix}")
-        message = error(path, code)
-        assert repr(column) in message and "row 201" in message
-        if column == "bin":
-            assert "123456789012" not in message  # identifiers are masked
+        for lean in (False, True):
+            message = error(path, code, lean=lean)
+            assert repr(column) in message and "row 201" in message
+            if column == "bin":
+                assert "123456789012" not in message  # identifiers are masked
 
 
 def test_duplicate_key_names_both_rows(tax: pa.Table, tmp_path: Path) -> None:

@@ -133,9 +133,7 @@ def test_date_strings():
 
 def test_a_field_missing_in_every_row_is_not_a_feature():
     """A quasi-identifier suppressed to '*' everywhere carries nothing (and breaks HGB)."""
-    table = _table().append_column(
-        "TAX__suspension_start_date", pa.array(["*", "*", None, "*"])
-    )
+    table = _table().append_column("TAX__suspension_start_date", pa.array(["*", "*", None, "*"]))
     spec = fit_source_features(table, get_source("TAX"))
     names = {c.field for c in spec.columns}
     assert "suspension_start_date" not in names
@@ -153,3 +151,46 @@ def test_min_observed_leaves_out_barely_seen_fields():
         with pytest.raises(ValidationError) as err:
             fit_source_features(_table(), get_source("TAX"), min_observed=bad)
         assert err.value.code == "bad_min_observed"
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.dates(dt.date(1900, 1, 1), dt.date(2100, 12, 31))),
+                max_size=50))  # fmt: skip
+def test_dates_become_the_months_numpy_gives(dates):
+    col = FeatureColumn("TAX", "registration_date", FeatureKind.DATE)
+    got = FeatureSpec(columns=(col,)).transform(pa.table({"registration_date": pa.array(
+        dates, pa.date32())}))[:, 0]  # fmt: skip
+    expected = [math.nan if d is None else float((d.year - 2000) * 12 + d.month - 1) for d in dates]
+    np.testing.assert_array_equal(got, np.array(expected, dtype=np.float32))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 9000), st.integers(1, 6))
+def test_blocked_interleave_is_a_plain_stack(n, k):
+    rng = np.random.default_rng(n)
+    columns = [FeatureColumn("TAX", f"f{i}", FeatureKind.NUMERIC) for i in range(k)]
+    data = {f"f{i}": rng.normal(size=n) for i in range(k)}
+    got = FeatureSpec(columns=tuple(columns)).transform(pa.table(data))
+    expected = np.stack([data[f"f{i}"] for i in range(k)], axis=1).astype(np.float32)
+    assert got.shape == (n, k) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_dictionary_columns_encode_like_strings():
+    """Chunks with different dictionaries, a value twice in one dictionary, nulls, unused
+    values: each row encodes as its string would."""
+    col = FeatureColumn("TAX", "tax_regime", FeatureKind.CATEGORY, ("general", "patent"))
+    spec = FeatureSpec(columns=(col,))
+    first = pa.DictionaryArray.from_arrays(
+        pa.array([0, 1, None, 2], pa.int32()), pa.array(["patent", "retail", "patent", "unused"])
+    )
+    second = pa.array(["general", None, "other"]).dictionary_encode()
+    chunked = pa.chunked_array([first, second])
+    plain = chunked.cast(pa.string())
+    got = spec.transform(pa.table({"tax_regime": chunked}))
+    expected = spec.transform(pa.table({"tax_regime": plain}))
+    np.testing.assert_array_equal(got, expected)
+    assert got[:, 0].tolist()[:2] == [1.0, 2.0] and math.isnan(got[2, 0])

@@ -510,3 +510,32 @@ def test_key_mask_agrees_with_scalar_checks(values):
     arr = pa.array(values, pa.string())
     assert key_mask(arr).tolist() == [is_valid_identifier(v) for v in values]
     assert key_mask(arr, bins_only=True).tolist() == [is_valid_bin(v) for v in values]
+
+
+def _with_check_digit(first11: str) -> str | None:
+    digit = check_digit(first11)
+    return None if digit is None else first11 + str(digit)  # None: no check digit exists
+
+
+@pytest.mark.parametrize("century", range(0, 10))
+def test_key_mask_leap_days_in_every_century(century):
+    """29 February (and 30, 31) of years 00, 04, 01 and 96: the column rules' leap year
+    (from the last two digits and the century digit) is the scalar rules' own."""
+    values = []
+    for yy in ("00", "04", "01", "96"):
+        for dd in ("28", "29", "30", "31"):
+            found = _with_check_digit(f"{yy}02{dd}{century}0001")
+            if found is not None:
+                values.append(found)
+    assert len(values) >= 8
+    expected = [is_valid_identifier(v) for v in values]
+    assert key_mask(pa.array(values)).tolist() == expected
+    if 1 <= century <= 6:  # 28 February is a valid birth date in any year
+        assert all(ok for v, ok in zip(values, expected, strict=True) if v[4:6] == "28")
+
+
+def test_key_mask_any_twelve_bytes():
+    """Any 12 bytes of UTF-8 text, from NUL to the highest lead byte, give False, not an
+    error or a wrapped-around sum."""
+    values = ["é" * 6, "\x00" * 12, "\U0010ffff" * 3, "/" * 12, ":" * 12, "9" * 12, "0" * 12]
+    assert key_mask(pa.array(values)).tolist() == [is_valid_identifier(v) for v in values]
