@@ -430,7 +430,8 @@ def score_population(
 
             # Three stages, so that the model runs never wait for Python work: read, check
             # and encode ahead (one thread); run the models (``workers`` batches at once, in
-            # the pool); derive and write behind (one thread), in input order.
+            # the pool, one more waiting so that a worker done early takes it at once);
+            # derive and write behind (one thread), in input order.
             ahead = _Prefetch(
                 (t, prepare_batch(t, release)) for t in population.batches() if t.num_rows
             )
@@ -452,7 +453,7 @@ def score_population(
                 ):
                     for table, matrices in ahead:
                         running.append((table, pool.submit(run_models, matrices, release)))
-                        if len(running) >= workers:
+                        if len(running) > workers:
                             hand_on()
                     while running:
                         hand_on()

@@ -150,6 +150,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             "peak_rss_mb": "MB",
             "peak_rss_4x_mb": "MB",
             "score_seconds": "s",
+            "score_import_seconds": "s",
             "onnxruntime_seconds": "s",
             "sklearn_seconds": "s",
         },
