@@ -71,10 +71,12 @@ __all__ = [
     "ReportIndex",
     "ReportPoint",
     "ReportReason",
+    "SignedReport",
     "VerifiedReport",
     "build_report",
     "issue_report",
     "render_html",
+    "sign_report",
     "verify_report",
     "write_report",
 ]
@@ -447,6 +449,73 @@ def _sign(data: bytes, key: SecretKey, file_name: str, report_id: str) -> str:
     return sign_bytes(data, key, trusted_comment=comment)
 
 
+@dataclass(frozen=True, slots=True)
+class SignedReport:
+    """A signed report whose check is not logged yet (:func:`sign_report`): a server that
+    writes the checks of several look-ups in one transaction holds these meanwhile."""
+
+    report_id: str
+    json: bytes
+    json_signature: str
+    sha256: str
+    entity_id: int
+    run_id: int | None
+    user: str
+    issued_at: dt.datetime
+    html: bytes | None = None
+    html_signature: str | None = None
+    record: EntityReport | None = None
+
+    def check(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`~registry_combiner.store.Store.log_check`."""
+        return {
+            "user_name": self.user,
+            "entity_id": self.entity_id,
+            "view": "report",
+            "run_id": self.run_id,
+            "report_sha256": self.sha256,
+            "at": self.issued_at,
+        }
+
+    def logged(self, check_id: int) -> IssuedReport:
+        """The issued report, once its check is logged as ``check_id``."""
+        return IssuedReport(
+            self.report_id, self.json, self.json_signature, self.sha256, check_id,
+            self.html, self.html_signature, self.record,
+        )  # fmt: skip
+
+
+def sign_report(
+    store: Store,
+    identifier: str,
+    *,
+    user: str,
+    key: SecretKey,
+    html_too: bool = True,
+    history: int = 5,
+    now: dt.datetime | None = None,
+    cache: ReportCache | None = None,
+) -> SignedReport:
+    """Build and sign the report of ``user``'s check, without logging the check: a report
+    must not be handed out before :meth:`SignedReport.check` is in the check log
+    (:func:`issue_report` does both)."""
+    body = _body(store, identifier, key=key, history=history, cache=cache)
+    when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    report_id = new_record_id("rep", now=when)
+    data = body.canonical_bytes(issued_at=when, report_id=report_id, user=user)
+    digest = hashlib.sha256(data).hexdigest()
+    signature = _sign(data, key, f"{report_id}.json", report_id)
+    record = page = page_sig = None
+    if html_too:
+        record = EntityReport.from_json(data)
+        page = render_html(record, digest)
+        page_sig = _sign(page, key, f"{report_id}.html", report_id)
+    return SignedReport(
+        report_id, data, signature, digest, body.entity_id, body.run_id, user, when,
+        page, page_sig, record,
+    )  # fmt: skip
+
+
 def issue_report(
     store: Store,
     identifier: str,
@@ -464,27 +533,13 @@ def issue_report(
     ``log_lock`` is held while the check is written (a server passes one lock for all its
     threads, so they queue for SQLite's write lock instead of polling it); ``cache`` keeps
     the bodies of recent reports (a server passes one for all its threads)."""
-    body = _body(store, identifier, key=key, history=history, cache=cache)
-    when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    report_id = new_record_id("rep", now=when)
-    data = body.canonical_bytes(issued_at=when, report_id=report_id, user=user)
-    digest = hashlib.sha256(data).hexdigest()
-    signature = _sign(data, key, f"{report_id}.json", report_id)
-    record = page = page_sig = None
-    if html_too:
-        record = EntityReport.from_json(data)
-        page = render_html(record, digest)
-        page_sig = _sign(page, key, f"{report_id}.html", report_id)
+    signed = sign_report(
+        store, identifier, user=user, key=key, html_too=html_too, history=history, now=now,
+        cache=cache,
+    )  # fmt: skip
     with log_lock or contextlib.nullcontext():
-        check_id = store.log_check(
-            user_name=user,
-            entity_id=body.entity_id,
-            view="report",
-            run_id=body.run_id,
-            report_sha256=digest,
-            at=when,
-        )
-    return IssuedReport(report_id, data, signature, digest, check_id, page, page_sig, record)
+        check_id = store.log_check(**signed.check())
+    return signed.logged(check_id)
 
 
 def write_report(issued: IssuedReport, out_dir: str | os.PathLike[str]) -> list[Path]:

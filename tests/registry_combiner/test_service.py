@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,9 +207,12 @@ def test_which_requests_the_fast_report_path_takes(combined: Register, tmp_path:
         return {"type": "http", "method": method, "path": path, "root_path": "",
                 "query_string": query, "headers": headers}  # fmt: skip
 
-    issued = fast._issue(scope(f"/entities/{good}/report"))
-    assert issued is not None and issued.report.user == "alice"
-    assert fast._issue(scope(f"/entities/{good}/report", query=b"format=json")) is not None
+    signed = fast._sign(scope(f"/entities/{good}/report"))
+    assert signed is not None and signed.user == "alice"
+    issued = asyncio.run(fast._log(signed))
+    assert issued is not None and issued.report.user == "alice" and issued.check_id > 0
+    again = fast._sign(scope(f"/entities/{good}/report", query=b"format=json"))
+    assert again is not None and asyncio.run(fast._log(again)) is not None
     bad_digit = good[:11] + str((int(good[11]) + 1) % 10)
     for request in (
         scope(f"/entities/{good}/report", query=b"format=html"),
@@ -220,9 +226,63 @@ def test_which_requests_the_fast_report_path_takes(combined: Register, tmp_path:
         scope(f"/entities/{good}"),
         scope(f"/entities/ {good}/report"),
     ):
-        assert fast._issue(request) is None, request
+        assert fast._sign(request) is None, request
     with SqliteStore(tmp_path / "state" / "register.sqlite", readonly=True) as store:
         assert len(store.checks_by_user("alice")) == 2 and store.checks_by_user("bob") == []
+
+
+def test_concurrent_reports_are_each_logged_once(service: Service, combined: Register):
+    """Look-ups answered together on the event loop share one write of their checks:
+    every answer is signed, and its check is in the log exactly once, with its own id."""
+    pub = combined.world.world.public(REGISTER)
+    bins = [_bin(combined, i) for i in range(30, 46)]
+    headers = {"Authorization": f"Bearer {service.token['alice']}"}
+
+    def look_up(bin_: str) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            return client.get(f"/entities/{bin_}/report", headers=headers)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(look_up, bins * 3))
+    digests = []
+    for r in answers:
+        assert r.status_code == 200, r.text
+        assert verify_bytes(r.content, base64.b64decode(r.headers["x-signature"]).decode(), pub)
+        digests.append(r.headers["x-report-sha256"])
+    assert len(set(digests)) == len(answers)  # each look-up its own report
+    with SqliteStore(service.db, readonly=True) as store:
+        logged = store.checks_by_user("alice", limit=100_000)
+    mine = [c for c in logged if c.report_sha256 in set(digests)]
+    assert sorted(c.report_sha256 for c in mine) == sorted(digests)
+    assert len({c.check_id for c in mine}) == len(answers)
+
+
+def test_a_busy_check_log_sends_reports_to_the_route(combined: Register, tmp_path: Path):
+    """When another process holds the database's write lock, the event loop's write of
+    the checks gives up (none of them is logged) and the route answers each look-up from
+    a worker thread, waiting for the lock: every report still goes out logged once."""
+    db = copy_register(combined, tmp_path / "state")
+    tokens = tmp_path / "tokens.json"
+    token, _ = add_user(tokens, "alice")
+    app = create_app(tmp_path / "state", tokens, combined.world.register_key)
+    bin_ = _bin(combined, 9)
+    holder = sqlite3.connect(db, isolation_level=None)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get(f"/entities/{bin_}/report", headers=headers).status_code == 200
+        holder.execute("BEGIN IMMEDIATE")  # another writer, for a while
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.get, f"/entities/{bin_}/report", headers=headers)
+            time.sleep(0.5)
+            assert not pending.done()  # the route waits for the lock
+            holder.execute("COMMIT")
+            answer = pending.result(timeout=60)
+    holder.close()
+    assert answer.status_code == 200, answer.text
+    with SqliteStore(db, readonly=True) as store:
+        logged = [c.report_sha256 for c in store.checks_by_user("alice")]
+    assert logged.count(answer.headers["x-report-sha256"]) == 1
+    assert len(logged) == 2
 
 
 def test_the_check_log(service: Service, combined: Register):
