@@ -36,9 +36,13 @@ layer (:class:`_FastReports`) on the event loop, without FastAPI's routing, depe
 resolution and thread-pool hop; it gives the same answer as the route (same bytes, headers,
 check log). Anything else, and any failure (a bad token, basic access, an invalid or
 unknown identifier, ``?format=html``, a busy database), goes to the route, which answers
-or refuses it as always. Report bodies are cached per process (:class:`.report.ReportCache`:
-keyed by the store's generation, never stale). The write-ahead log is checkpointed by a
-background thread, so no request waits for a checkpoint's disk flush.
+or refuses it as always. The checks of the look-ups answered in one turn of the event loop
+are written in one transaction (:class:`_CheckBatch`), and each report goes out only once
+that transaction is committed. Report bodies are cached per process
+(:class:`.report.ReportCache`: keyed by the store's generation, never stale). The
+write-ahead log is checkpointed by a background thread, so no request waits for a
+checkpoint's disk flush. FastAPI's OpenTelemetry is off: spans would carry the
+identifiers of checked entities out of the register.
 """
 
 from __future__ import annotations

@@ -192,6 +192,9 @@ def _interleave(columns: list[npt.NDArray[np.floating[Any]]], n: int) -> Matrix:
     """The row-major float32 matrix of ``columns``: stacked a block of rows at a time,
     about twice as fast as one ``np.stack`` of whole columns (which is itself much faster
     than writing each column into the matrix with a stride)."""
+    if len(columns) == 1:  # nothing to interleave (the register encodes column by column)
+        single: Matrix = np.array(columns[0], dtype=np.float32).reshape(n, 1)
+        return single
     out: Matrix = np.empty((n, len(columns)), dtype=np.float32)
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
