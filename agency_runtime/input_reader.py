@@ -275,8 +275,25 @@ def _parquet_batches(
         pf = pq.ParquetFile(
             path, pre_buffer=False, buffer_size=_READ_BUFFER, read_dictionary=encoded
         )
-    for batch in pf.iter_batches(batch_size=batch_size, columns=list(names), use_threads=threads):
-        yield pa.Table.from_batches([batch])
+    batches = pf.iter_batches(batch_size=batch_size, columns=list(names), use_threads=threads)
+    if not encoded:
+        for batch in batches:
+            yield pa.Table.from_batches([batch])
+        return
+    # Read as dictionaries, pyarrow ends a batch at every row group: join them back into
+    # batches of batch_size rows (combine_chunks unifies the chunks' dictionaries).
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= batch_size:
+            table = pa.Table.from_batches(pending).combine_chunks()
+            yield table.slice(0, batch_size)
+            rest = table.slice(batch_size)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending).combine_chunks()
 
 
 class _KeyLog:

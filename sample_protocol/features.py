@@ -285,17 +285,27 @@ def _months_of_days(raw: npt.NDArray[np.int32]) -> Matrix:
     """Months since 2000-01 of each day number since 1970-01-01 (int32 minimum: NaN).
 
     Through a table of the days between the earliest and the latest date present (a
-    gather, several times faster than numpy's datetime64 conversions row by row)."""
+    gather, several times faster than numpy's datetime64 conversions row by row); when
+    those lie more than :data:`_DAY_TABLE_MAX` days apart (a placeholder such as
+    0001-01-01 or 9999-12-31), row by row."""
     valid = raw != np.iinfo(np.int32).min
     out: Matrix = np.full(len(raw), np.nan, dtype=np.float32)
     if not valid.any():
         return out
-    present = raw[valid]
+    present = raw[valid].astype(np.int64)
     lo, hi = int(present.min()), int(present.max())
-    span = np.arange(lo, hi + 1, dtype=np.int64).astype("datetime64[D]").astype("datetime64[M]")
-    table = (span.astype(np.int64) - (EPOCH_YEAR - 1970) * 12).astype(np.float32)
-    out[valid] = table[present - lo]
+    if hi - lo <= _DAY_TABLE_MAX:
+        days, present = np.arange(lo, hi + 1, dtype=np.int64), present - lo
+    else:
+        days = present
+    months = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+    table = (months - (EPOCH_YEAR - 1970) * 12).astype(np.float32)
+    out[valid] = table[present] if days is not present else table
     return out
+
+
+#: The widest range of days :func:`_months_of_days` puts in a table (~2,900 years, 4 MB).
+_DAY_TABLE_MAX = 1 << 20
 
 
 def _lookup(indices: npt.NDArray[np.int64], values: Sequence[float]) -> Matrix:
@@ -339,8 +349,14 @@ def _encode(array: pa.ChunkedArray, col: FeatureColumn) -> npt.NDArray[np.floati
             raw = pc.fill_null(days, np.iinfo(np.int32).min).to_numpy(zero_copy_only=False)
             return _months_of_days(raw)
         indices, values = _dictionary(_as_strings(array, col))
+        # Only the values some row has: a dictionary column may carry others, unread.
+        used = np.zeros(len(values), dtype=bool)
+        used[indices[indices >= 0]] = True
         try:
-            parsed = [math.nan if v is None else date_string_to_months(v) for v in values]
+            parsed = [
+                date_string_to_months(v) if v is not None and used[i] else math.nan
+                for i, v in enumerate(values)
+            ]
         except ValidationError as exc:
             raise ValidationError(f"feature {col.name}: {exc}", code=exc.code) from None
         return _lookup(indices, parsed)

@@ -113,6 +113,21 @@ def test_lean_reads_text_columns_as_dictionaries(tax: pa.Table, tmp_path: Path) 
     assert csv.equals(plain)
 
 
+def test_lean_batches_span_small_row_groups(tax: pa.Table, tmp_path: Path) -> None:
+    """Read as dictionaries, pyarrow stops at each row group; the batches are joined back
+    to the asked size, with the same rows in the same order."""
+    path = tmp_path / "TAX.parquet"
+    pq.write_table(tax, path, row_group_size=37)
+    plain, lean = (
+        list(open_population(path, "TAX", fields=TAX_FIELDS, batch_size=64, lean=f).batches())
+        for f in (False, True)
+    )
+    assert [b.num_rows for b in lean] == [b.num_rows for b in plain] == [64] * 6 + [16]
+    for a, b in zip(plain, lean, strict=True):
+        for name in a.column_names:
+            assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
+
+
 def test_lean_batches_give_the_same_matrices(tax: pa.Table, tmp_path: Path) -> None:
     """Generalised and encoded from dictionaries, the features are those of plain strings:
     nulls, codes cut to a prefix, suppressed levels and unseen values alike."""

@@ -194,3 +194,31 @@ def test_dictionary_columns_encode_like_strings():
     expected = spec.transform(pa.table({"tax_regime": plain}))
     np.testing.assert_array_equal(got, expected)
     assert got[:, 0].tolist()[:2] == [1.0, 2.0] and math.isnan(got[2, 0])
+
+
+def test_placeholder_dates_far_apart_are_encoded():
+    """Dates thousands of years apart (placeholders) are encoded row by row, not through
+    a table of every day between them."""
+    col = FeatureColumn("TAX", "registration_date", FeatureKind.DATE)
+    days = pa.array([-(2**31) + 1, 2**31 - 1, 0, None], pa.int32()).cast(pa.date32())
+    got = FeatureSpec(columns=(col,)).transform(pa.table({"registration_date": days}))[:, 0]
+    expected = (
+        np.array([-(2**31) + 1, 2**31 - 1, 0], dtype="datetime64[D]")
+        .astype("datetime64[M]")
+        .astype(np.int64)
+        - 360
+    ).astype(np.float32)
+    np.testing.assert_array_equal(got[:3], expected)
+    assert math.isnan(got[3])
+
+
+def test_unused_dictionary_values_are_not_parsed():
+    """A dictionary column may hold values no row has (after a filter): only the rows'
+    values are read, as for plain strings."""
+    col = FeatureColumn("TAX", "deregistration_date", FeatureKind.DATE)
+    encoded = pa.array(["2020-01", "garbage", "2021-Q1"]).dictionary_encode()
+    table = pa.table({"deregistration_date": encoded}).filter(pa.array([True, False, True]))
+    plain = table.cast(pa.schema([("deregistration_date", pa.string())]))
+    spec = FeatureSpec(columns=(col,))
+    np.testing.assert_array_equal(spec.transform(table), spec.transform(plain))
+    assert spec.transform(table)[:, 0].tolist() == [240.0, 253.0]
