@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,9 +20,6 @@ __all__ = ["PART_ROWS", "SqliteBase"]
 PART_ROWS = 1 << 20
 _BUSY_MS = 60_000
 _FEED_CACHE = 16
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
-#: One small chunk is decoded on the calling thread: a thread pool costs more than it saves.
-_IPC_READ_ONE = pa.ipc.IpcReadOptions(use_threads=False)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ENTITY_SELECT = (
     "SELECT e.id, e.bin, e.kind, e.name, e.legal_form, e.status, e.head_surname, "
@@ -85,26 +81,6 @@ def _to_parquet(table: pa.Table) -> memoryview:
 
 def _from_parquet(blob: bytes) -> pa.Table:
     return pq.read_table(pa.BufferReader(blob))
-
-
-def _to_ipc(table: pa.Table) -> memoryview:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=_IPC) as writer:
-        writer.write_table(table)
-    return memoryview(sink.getvalue())
-
-
-def _from_ipc(blob: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.BufferReader(blob)).read_all()
-
-
-def _entity_rows(blob: bytes, entity_id: int) -> pa.Table:
-    """The rows of ``entity_id`` in a result chunk (Arrow IPC bytes), in chunk order."""
-    table = pa.ipc.open_stream(pa.BufferReader(blob), options=_IPC_READ_ONE).read_all()
-    at = np.flatnonzero(table.column("entity").to_numpy() == entity_id)
-    if len(at) and int(at[-1]) - int(at[0]) + 1 == len(at):  # contiguous: chunks are sorted
-        return table.slice(int(at[0]), len(at))
-    return table.take(pa.array(at))
 
 
 def _fts_query(text: str) -> str | None:

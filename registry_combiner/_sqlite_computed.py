@@ -10,14 +10,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from ._result_chunks import chunk_table, entity_rows, pack_chunk
 from ._sqlite_base import (
     _CHECKS_BY,
     SqliteBase,
-    _entity_rows,
-    _from_ipc,
     _now,
     _parse_ts,
-    _to_ipc,
     _ts,
 )
 from .errors import StoreError
@@ -64,9 +62,10 @@ class ComputedTables(SqliteBase):
         return dict(self._reasons[1])
 
     def write_run(self, run: RunRecord, chunks: Iterable[pa.Table]) -> RunRecord:
-        # Compute and serialise every chunk first (lz4 Arrow IPC, ~15 bytes a row), so the
-        # write lock is held only for the inserts, not for the whole combine.
-        packed: list[tuple[int, int, int, memoryview]] = []
+        # Compute and serialise every chunk first (packed records, LZ4, ~15 bytes a row:
+        # :mod:`._result_chunks`), so the write lock is held only for the inserts, not for
+        # the whole combine.
+        packed: list[tuple[int, int, int, bytes]] = []
         for chunk in chunks:
             if chunk.num_rows == 0:
                 continue
@@ -77,7 +76,7 @@ class ComputedTables(SqliteBase):
                 )
             entity = chunk["entity"]
             first, last = int(entity[0].as_py()), int(entity[-1].as_py())
-            packed.append((first, last, chunk.num_rows, _to_ipc(chunk)))
+            packed.append((first, last, chunk.num_rows, pack_chunk(chunk)))
         finished = dt.datetime.now(dt.UTC)
         with self.transaction():
             cur = self.conn.execute(
@@ -154,29 +153,41 @@ class ComputedTables(SqliteBase):
             self._run_ids = (top, ids)
         return self._run_ids[1]
 
-    def results(self, entity_id: int, *, runs: int = 1) -> list[tuple[RunRecord, pa.Table]]:
-        out: list[tuple[RunRecord, pa.Table]] = []
+    def _entity_chunks(self, entity_id: int) -> Iterator[tuple[RunRecord, Any]]:
+        """(run, blob of the chunk whose range holds ``entity_id``), newest run first."""
         for run_id in self._run_ids_newest_first():
-            if len(out) >= runs:
-                break
             chunk = self.conn.execute(
                 "SELECT data, last_entity FROM result_chunks WHERE run_id = ? AND "
                 "first_entity <= ? ORDER BY first_entity DESC LIMIT 1",
                 (run_id, entity_id),
             ).fetchone()
-            if chunk is None or chunk[1] < entity_id:
-                continue
-            mine = _entity_rows(chunk[0], entity_id)
-            if mine.num_rows:
-                out.append((self._run_by_id(run_id), mine))
+            if chunk is not None and chunk[1] >= entity_id:
+                yield self._run_by_id(run_id), chunk[0]
+
+    def result_rows(
+        self, entity_id: int, *, runs: int = 1
+    ) -> list[tuple[RunRecord, list[dict[str, Any]]]]:
+        out: list[tuple[RunRecord, list[dict[str, Any]]]] = []
+        for run, blob in self._entity_chunks(entity_id):
+            if len(out) >= runs:
+                break
+            mine = entity_rows(blob, entity_id, where=self.location)
+            if mine:
+                out.append((run, mine))
         return out
+
+    def results(self, entity_id: int, *, runs: int = 1) -> list[tuple[RunRecord, pa.Table]]:
+        return [
+            (run, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
+            for run, rows in self.result_rows(entity_id, runs=runs)
+        ]
 
     def run_results(self, run_id: int) -> Iterator[pa.Table]:
         cur = self.conn.execute(
             "SELECT data FROM result_chunks WHERE run_id = ? ORDER BY first_entity", (run_id,)
         )
         for (blob,) in cur:
-            yield _from_ipc(blob)
+            yield chunk_table(blob, where=self.location)
 
     # -- check log ----------------------------------------------------------------------
 

@@ -38,7 +38,6 @@ from .store import (
     FLAG_OVERRIDDEN,
     FLAG_PARTIAL,
     OVERRIDE_LISTS,
-    RESULT_SCHEMA,
     EntityRecord,
     ReasonCode,
     RunRecord,
@@ -112,32 +111,6 @@ def _reason(codes: dict[int, ReasonCode], code_id: int) -> dict[str, str] | None
     return {"code": code.code, "source": code.source, "factor": code.factor, "kind": code.kind}
 
 
-_RESULT_NAMES = tuple(RESULT_SCHEMA.names)
-_PROBABILITY = _RESULT_NAMES.index("probability")
-
-
-def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    """``table.to_pylist()`` of an entity's few result rows, in a fraction of the time."""
-    if table.num_rows and table.schema == RESULT_SCHEMA and hasattr(pa.RecordBatch, "to_tensor"):
-        batches = table.to_batches()
-        batch = batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]
-        # One float64 matrix: exact for every column (integers of at most 32 bits, entity
-        # ids far below 2**53, the float64 probability); then back to int but probability.
-        matrix = np.asarray(batch.to_tensor())
-        probabilities = matrix[:, _PROBABILITY].tolist()
-        out: list[dict[str, Any]] = []
-        for values, probability in zip(
-            matrix.astype(np.int64).tolist(), probabilities, strict=True
-        ):
-            row = dict(zip(_RESULT_NAMES, values, strict=True))
-            row["probability"] = probability
-            out.append(row)
-        return out
-    names = table.column_names
-    columns = [c.to_numpy().tolist() for c in table.itercolumns()]
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-
-
 def entity_view(store: Store, identifier: str, *, history: int = 5) -> dict[str, Any]:
     """The entity, its current indexes with coverage and reasons, and a short history."""
     return entity_view_of(store, find_entity(store, identifier), history=history)
@@ -145,7 +118,7 @@ def entity_view(store: Store, identifier: str, *, history: int = 5) -> dict[str,
 
 def entity_view_of(store: Store, entity: EntityRecord, *, history: int = 5) -> dict[str, Any]:
     """:func:`entity_view` of an entity already found (:func:`find_entity`)."""
-    found = store.results(entity.id, runs=max(1, history))
+    found = store.result_rows(entity.id, runs=max(1, history))
     codes = store.reason_codes()
     out: dict[str, Any] = {
         "entity": {
@@ -167,7 +140,7 @@ def entity_view_of(store: Store, entity: EntityRecord, *, history: int = 5) -> d
     }
     if not found:
         return out
-    runs = [(r, r.indexes, _rows(table)) for r, table in found]
+    runs = [(r, r.indexes, rows) for r, rows in found]
     run, names, rows = runs[0]
     out["run"] = {
         "run_id": run.run_id,

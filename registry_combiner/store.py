@@ -432,6 +432,13 @@ class Store(Protocol):
         """The entity's rows in the newest ``runs`` runs that have it, newest first."""
         ...
 
+    def result_rows(
+        self, entity_id: int, *, runs: int = 1
+    ) -> list[tuple[RunRecord, list[dict[str, Any]]]]:
+        """:meth:`results` as plain rows (dicts keyed by ``RESULT_SCHEMA``'s names), the
+        form a view or a report is built from."""
+        return [(run, table.to_pylist()) for run, table in self.results(entity_id, runs=runs)]
+
     def run_results(self, run_id: int) -> Iterator[pa.Table]: ...
 
     # -- check log ----------------------------------------------------------------------

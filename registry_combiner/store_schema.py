@@ -165,6 +165,9 @@ CREATE INDEX check_log_by_user ON check_log (user_name, checked_at);
 #: Every migration, oldest first.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "entities, releases, batches, feeds, lists, runs and results, check log", _V1),
+    # No table changes: new result chunks are packed records (registry_combiner.
+    # _result_chunks), which code of version 1 cannot read; it refuses the database.
+    Migration(2, "result chunks written as packed records (version 1 chunks still read)", ""),
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -89,6 +89,38 @@ def test_a_database_from_newer_code_is_refused(tmp_path):
     assert err.value.code == "store_too_new"
 
 
+def test_a_version_1_database_is_migrated_and_its_result_chunks_still_read(tmp_path):
+    """A register of version 1 wrote Arrow IPC result chunks; opened by this code it is
+    migrated (version 2 adds no table) and reads them as before, beside packed ones."""
+    s = SqliteStore(tmp_path / DB_FILE)
+    _release(s)
+    s.ensure_entities(_bins(5))
+    meta = {"indexes": ["a", "b"], "sources": ["TAX"]}
+    s.write_run(RunRecord("rel1-x", NOW, NOW, 5, dict(meta)), [_chunk([1, 2], 10)])
+    old = _chunk([3, 5], 20)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(
+        sink, old.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
+    ) as w:
+        w.write_table(old)
+    with s.transaction():
+        s.conn.execute(
+            "INSERT INTO result_chunks (run_id, first_entity, last_entity, rows, data) "
+            "VALUES (1, 3, 5, 4, ?)", (sink.getvalue().to_pybytes(),),
+        )  # fmt: skip
+        s.conn.execute("DELETE FROM schema_version WHERE version = 2")
+    s.close()
+    again = SqliteStore(tmp_path / DB_FILE)
+    assert again.schema_version() == SCHEMA_VERSION == 2
+    ((run, rows),) = again.result_rows(5)
+    assert run.run_id == 1 and [r["value"] for r in rows] == [20, 20]
+    assert [t["value"].to_pylist() for _, t in again.results(2)] == [[10, 10]]
+    assert pa.concat_tables(again.run_results(1)).equals(
+        pa.concat_tables([_chunk([1, 2], 10), old])
+    )
+    again.close()
+
+
 def test_readonly_store_needs_a_migrated_database(tmp_path):
     sqlite3.connect(tmp_path / "empty.sqlite").close()
     with pytest.raises(StoreError) as err:
