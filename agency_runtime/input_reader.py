@@ -53,6 +53,7 @@ from sample_protocol.catalogue import FieldSpec, SourceSpec, get_source
 from sample_protocol.errors import ProtocolError
 from sample_protocol.features import FeatureKind, FeatureSpec
 from sample_protocol.identifiers import mask_identifier
+from sample_protocol.rebatch import rebatch
 
 from ._kanon import _BAND_LABELS, _CLASS_LABELS, SUPPRESSED, _hierarchy
 from .depersonalise import source_depersonalisation_plan
@@ -281,19 +282,8 @@ def _parquet_batches(
             yield pa.Table.from_batches([batch])
         return
     # Read as dictionaries, pyarrow ends a batch at every row group: join them back into
-    # batches of batch_size rows (combine_chunks unifies the chunks' dictionaries).
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        pending.append(batch)
-        rows += batch.num_rows
-        while rows >= batch_size:
-            table = pa.Table.from_batches(pending).combine_chunks()
-            yield table.slice(0, batch_size)
-            rest = table.slice(batch_size)
-            pending, rows = rest.to_batches(), rest.num_rows
-    if rows:
-        yield pa.Table.from_batches(pending).combine_chunks()
+    # batches of batch_size rows.
+    yield from rebatch(batches, batch_size)
 
 
 class _KeyLog:

@@ -19,7 +19,6 @@ can reuse::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 
 from sample_protocol import _atomic
 from sample_protocol.identifiers import validate_identifier
+from sample_protocol.rebatch import rebatch
 
 from .errors import RegistryInputError
 from .store import (
@@ -53,6 +53,8 @@ __all__ = [
     "find_entity",
 ]
 
+#: Rows per row group of ``export``.
+_EXPORT_ROWS = 1 << 18
 #: Columns of ``export``.
 EXPORT_SCHEMA = pa.schema(
     [
@@ -207,20 +209,6 @@ def _lookup(codes: np.ndarray, names: list[str | None]) -> pa.Array:
     return pc.take(dictionary, pa.array(codes.astype(np.int64)))
 
 
-def _batched(chunks: Iterable[pa.Table], rows: int = 1 << 18) -> Iterator[pa.Table]:
-    """The small result chunks of a run, concatenated into row groups of ``rows``."""
-    pending: list[pa.Table] = []
-    size = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        size += chunk.num_rows
-        if size >= rows:
-            yield pa.concat_tables(pending).combine_chunks()
-            pending, size = [], 0
-    if pending:
-        yield pa.concat_tables(pending).combine_chunks()
-
-
 def export_current(store: Store, out: str | os.PathLike[str]) -> ExportResult:
     """Write the latest run's indexes of every entity to ``out`` (Parquet, atomically)."""
     out = Path(out)
@@ -238,7 +226,7 @@ def export_current(store: Store, out: str | os.PathLike[str]) -> ExportResult:
     sources = list(run.sources)
     rows = 0
     with _atomic.atomic_path(out) as tmp, pq.ParquetWriter(tmp, EXPORT_SCHEMA) as writer:
-        for table in _batched(store.run_results(run.run_id)):
+        for table in rebatch(store.run_results(run.run_id), _EXPORT_ROWS):
             n = table.num_rows
             entity = table["entity"].to_numpy()
             at = np.searchsorted(bin_ids, entity)
