@@ -295,12 +295,16 @@ def _months_of_days(raw: npt.NDArray[np.int32]) -> Matrix:
     present = raw[valid].astype(np.int64)
     lo, hi = int(present.min()), int(present.max())
     if hi - lo <= _DAY_TABLE_MAX:
-        days, present = np.arange(lo, hi + 1, dtype=np.int64), present - lo
+        out[valid] = _months(np.arange(lo, hi + 1, dtype=np.int64))[present - lo]
     else:
-        days = present
+        out[valid] = _months(present)
+    return out
+
+
+def _months(days: npt.NDArray[np.int64]) -> Matrix:
+    """Months since 2000-01 of day numbers since 1970-01-01, row by row."""
     months = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
-    table = (months - (EPOCH_YEAR - 1970) * 12).astype(np.float32)
-    out[valid] = table[present] if days is not present else table
+    out: Matrix = (months - (EPOCH_YEAR - 1970) * 12).astype(np.float32)
     return out
 
 
