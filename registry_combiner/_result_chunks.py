@@ -10,7 +10,9 @@ Arrow IPC stream that version 1 wrote (those chunks are still read as they are).
 
 from __future__ import annotations
 
+import itertools
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ import pyarrow as pa
 from .errors import StoreError
 from .store import RESULT_SCHEMA
 
-__all__ = ["chunk_table", "entity_rows", "pack_chunk", "table_rows"]
+__all__ = ["chunk_table", "entity_rows", "pack_chunk", "pack_chunks", "table_rows"]
 
 _MAGIC = b"KZRC1\x00"
 _HEADER = struct.Struct("<6sI")
@@ -33,13 +35,42 @@ _IPC_READ_ONE = pa.ipc.IpcReadOptions(use_threads=False)
 _PROBABILITY = _NAMES.index("probability")
 
 
-def pack_chunk(table: pa.Table) -> bytes:
-    """The packed bytes of a chunk whose schema is ``RESULT_SCHEMA``."""
+def _to_records(table: pa.Table) -> np.ndarray:
     records = np.empty(table.num_rows, dtype=RECORD)
     for name in _NAMES:
         records[name] = table.column(name).to_numpy()
+    return records
+
+
+def _pack(records: np.ndarray) -> bytes:
     body: bytes = _LZ4.compress(records.tobytes(), asbytes=True)
-    return _HEADER.pack(_MAGIC, table.num_rows) + body
+    return _HEADER.pack(_MAGIC, len(records)) + body
+
+
+def pack_chunk(table: pa.Table) -> bytes:
+    """The packed bytes of a chunk whose schema is ``RESULT_SCHEMA``."""
+    return _pack(_to_records(table))
+
+
+def pack_chunks(
+    table: pa.Table, entities: int, *, where: str = "register"
+) -> Iterator[tuple[int, int, int, bytes]]:
+    """``(first entity, last entity, rows, packed bytes)`` of each chunk of ``table``
+    (``RESULT_SCHEMA``, sorted by entity), cut every ``entities`` entity ids: the columns
+    are converted once for the whole table, then each chunk is compressed."""
+    if table.num_rows == 0:
+        return
+    records = _to_records(table)
+    entity = np.ascontiguousarray(records["entity"])
+    if np.any(entity[1:] < entity[:-1]):
+        raise StoreError(f"{where}: result rows are not sorted by entity", code="store_schema")
+    first = int(entity[0])
+    last = int(entity[-1])
+    starts = np.arange(first, last + 1, max(1, int(entities)), dtype=np.int64)
+    cuts = [*np.searchsorted(entity, starts).tolist(), len(entity)]
+    for lo, hi in itertools.pairwise(cuts):
+        if hi > lo:
+            yield int(entity[lo]), int(entity[hi - 1]), hi - lo, _pack(records[lo:hi])
 
 
 def _records(blob: bytes | memoryview, where: str) -> np.ndarray | None:

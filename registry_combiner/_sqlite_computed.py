@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._result_chunks import chunk_table, entity_rows, pack_chunk
+from ._result_chunks import chunk_table, entity_rows, pack_chunks
 from ._sqlite_base import (
     _CHECKS_BY,
     SqliteBase,
@@ -20,6 +20,7 @@ from ._sqlite_base import (
 )
 from .errors import StoreError
 from .store import (
+    CHUNK_ENTITIES,
     RESULT_SCHEMA,
     CheckRecord,
     ReasonCode,
@@ -62,21 +63,26 @@ class ComputedTables(SqliteBase):
         return dict(self._reasons[1])
 
     def write_run(self, run: RunRecord, chunks: Iterable[pa.Table]) -> RunRecord:
-        # Compute and serialise every chunk first (packed records, LZ4, ~15 bytes a row:
+        # Compute and serialise every chunk first (packed records, LZ4, ~17 bytes a row:
         # :mod:`._result_chunks`), so the write lock is held only for the inserts, not for
         # the whole combine.
         packed: list[tuple[int, int, int, bytes]] = []
-        for chunk in chunks:
-            if chunk.num_rows == 0:
+        for table in chunks:
+            if table.num_rows == 0:
                 continue
-            if chunk.schema != RESULT_SCHEMA:
+            if table.schema != RESULT_SCHEMA:
                 raise StoreError(
                     f"{self.location}: a result chunk's schema differs from RESULT_SCHEMA",
                     code="store_schema",
                 )
-            entity = chunk["entity"]
-            first, last = int(entity[0].as_py()), int(entity[-1].as_py())
-            packed.append((first, last, chunk.num_rows, pack_chunk(chunk)))
+            for item in pack_chunks(table, CHUNK_ENTITIES, where=self.location):
+                if packed and item[0] <= packed[-1][1]:
+                    raise StoreError(
+                        f"{self.location}: result tables overlap or are out of entity order "
+                        f"(entity {item[0]} after {packed[-1][1]})",
+                        code="store_schema",
+                    )
+                packed.append(item)
         finished = dt.datetime.now(dt.UTC)
         with self.transaction():
             cur = self.conn.execute(

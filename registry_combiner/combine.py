@@ -50,7 +50,6 @@ from .ingest import verify_release
 from .scoring import OVERRIDE_RULES, REASON_MODES, Block, IndexModel, IndexScores, score_index
 from .store import (
     CATEGORIES,
-    CHUNK_ENTITIES,
     FLAG_OVERRIDDEN,
     FLAG_PARTIAL,
     LISTS_SOURCE,
@@ -331,7 +330,6 @@ def combine(
     say = progress or (lambda _msg: None)
 
     def chunks() -> Iterator[pa.Table]:
-        k = len(indexes)
         for lo in range(1, inputs.n + 1, block_entities):
             ids = np.arange(lo, min(lo + block_entities, inputs.n + 1), dtype=np.int64)
             block = inputs.block(ids)
@@ -353,9 +351,7 @@ def combine(
                     c[name] += int((s.category == code).sum())
                 c["partial"] += int(((s.flags & FLAG_PARTIAL) != 0).sum())
                 c["overridden"] += int(((s.flags & FLAG_OVERRIDDEN) != 0).sum())
-            table = _block_table(ids, scores)
-            for start in range(0, len(ids), CHUNK_ENTITIES):
-                yield table.slice(start * k, CHUNK_ENTITIES * k)
+            yield _block_table(ids, scores)
             say(f"scored {int(ids[-1]):,} of {inputs.n:,} entities")
 
     run = store.write_run(

@@ -57,6 +57,7 @@ from sample_protocol.signing import (
     verify_file,
 )
 
+from ._report_compose import CHECK_FIELDS, Fragments, NotComposable, compose_body
 from ._report_html import render_html
 from .errors import RegistryRefused
 from .query import entity_view_of, find_entity
@@ -274,10 +275,6 @@ def _report_doc(view: dict[str, Any], key: SecretKey) -> dict[str, Any]:
     }
 
 
-#: The fields of a report that belong to the check, not to the entity (module notes).
-_CHECK_FIELDS = ("issued_at", "report_id", "user")
-
-
 def _marker(name: str) -> str:
     return f"\x00{name}\x00"
 
@@ -302,11 +299,11 @@ class _Body:
     @classmethod
     def of(cls, doc: dict[str, Any], entity_id: int) -> _Body:
         marked = dict(doc)
-        for name in _CHECK_FIELDS:
+        for name in CHECK_FIELDS:
             marked[name] = _marker(name)
         raw = canonical_json(marked)
         found: list[tuple[int, str, bytes]] = []
-        for name in _CHECK_FIELDS:
+        for name in CHECK_FIELDS:
             token = _json_string(_marker(name))
             if raw.count(token) != 1:  # the marker's text is in the data too: no cut
                 return cls(entity_id, doc["run_id"], None, (), doc)
@@ -334,9 +331,30 @@ class _Body:
         return b"".join(out)
 
 
-def _build_body(store: Store, entity: EntityRecord, *, key: SecretKey, history: int) -> _Body:
+def _document_body(store: Store, entity: EntityRecord, *, key: SecretKey, history: int) -> _Body:
+    """The body by way of the entity's view and the report's document (the reference)."""
     view = entity_view_of(store, entity, history=history)
     return _Body.of(_report_doc(view, key), entity.id)
+
+
+def _build_body(
+    store: Store,
+    entity: EntityRecord,
+    *,
+    key: SecretKey,
+    history: int,
+    fragments: Fragments | None = None,
+) -> _Body:
+    """The body composed directly (:mod:`._report_compose`, the same bytes), or by way of
+    the document when a value has no JSON form (which that path then reports)."""
+    try:
+        run_id, pieces = compose_body(
+            store, entity, register=key.name, key_id=key.key_id, history=history,
+            fragments=fragments,
+        )  # fmt: skip
+    except NotComposable:
+        return _document_body(store, entity, key=key, history=history)
+    return _Body(entity.id, run_id, pieces, CHECK_FIELDS)
 
 
 class ReportCache:
@@ -352,6 +370,8 @@ class ReportCache:
         self.capacity = max(0, int(capacity))
         self._bodies: OrderedDict[Hashable, _Body] = OrderedDict()
         self._lock = threading.Lock()
+        #: Encoded parts shared by the bodies (runs, coverages, reason codes).
+        self.fragments = Fragments()
 
     def __len__(self) -> int:
         return len(self._bodies)
@@ -392,7 +412,7 @@ def _body(
         found = cache.get(cache_key)
         if found is not None:
             return found
-        body = _build_body(store, entity, key=key, history=history)
+        body = _build_body(store, entity, key=key, history=history, fragments=cache.fragments)
     cache.put(cache_key, body)
     return body
 

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry_combiner._result_chunks import RECORD, chunk_table, entity_rows, pack_chunk
+from registry_combiner._result_chunks import (
+    RECORD,
+    chunk_table,
+    entity_rows,
+    pack_chunk,
+    pack_chunks,
+)
 from registry_combiner.errors import StoreError
 from registry_combiner.store import RESULT_SCHEMA
 
@@ -63,3 +69,30 @@ def test_a_damaged_chunk_is_a_store_error():
     with pytest.raises(StoreError) as err:
         entity_rows(bytes(blob), 5, where="register.sqlite")
     assert err.value.code == "store_corrupt" and "register.sqlite" in str(err.value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(1, 2_000), min_size=1, max_size=300).map(sorted),
+    st.integers(1, 64),
+    st.integers(0, 2**32 - 1),
+)
+def test_pack_chunks_cuts_every_n_entity_ids_and_loses_nothing(entities, per_chunk, seed):
+    table = _table(entities, seed)
+    chunks = list(pack_chunks(table, per_chunk))
+    first_id = entities[0]
+    rows = []
+    for first, last, n, blob in chunks:
+        part = chunk_table(blob)
+        ids = part["entity"].to_pylist()
+        assert n == part.num_rows and ids[0] == first and ids[-1] == last
+        # every id of a chunk lies in one window of per_chunk ids from the first id
+        assert (first - first_id) // per_chunk == (last - first_id) // per_chunk
+        rows.append(part)
+    assert [c[0] for c in chunks] == sorted(c[0] for c in chunks)
+    assert pa.concat_tables(rows).equals(table)
+
+
+def test_pack_chunks_refuses_rows_out_of_entity_order():
+    with pytest.raises(StoreError, match="not sorted by entity"):
+        list(pack_chunks(_table([3, 1, 2], 0), 2))

@@ -268,7 +268,9 @@ def test_runs_keep_history_and_find_an_entity_in_its_chunk(store):
     assert store.reason_codes()[1].source == "TAX"
     with pytest.raises(StoreError):
         store.write_run(RunRecord("rel1-x", NOW, NOW, 1, {}), [pa.table({"x": [1]})])
-    assert len(store.runs()) == 2  # the failed run left nothing
+    with pytest.raises(StoreError, match="out of entity order"):  # chunk ranges would overlap
+        store.write_run(RunRecord("rel1-x", NOW, NOW, 5, {}), [_chunk([3, 5], 1), _chunk([4], 1)])
+    assert len(store.runs()) == 2  # the failed runs left nothing
 
 
 def test_check_log(store):
