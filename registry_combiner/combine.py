@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 
 from sample_protocol.bundle_verify import VerifiedBundle
 from sample_protocol.catalogue import Catalogue
-from sample_protocol.combiner_inputs import CombinerLayout
+from sample_protocol.combiner_inputs import CombinerLayout, EncodedSource
 from sample_protocol.errors import ValidationError
 from sample_protocol.features import FeatureSpec
 from sample_protocol.records_base import safe_join, sha256_bytes
@@ -150,15 +150,14 @@ class _Inputs:
 
     n: int
     preliminary: dict[tuple[str, str], Floats] = field(default_factory=dict)
-    feeds: dict[str, tuple[pa.Table, npt.NDArray[np.int64]]] = field(default_factory=dict)
+    #: Per direct source: its feed's used columns encoded once, and the feed row of each
+    #: entity id (-1: none).
+    feeds: dict[str, tuple[EncodedSource, npt.NDArray[np.int64]]] = field(default_factory=dict)
     lists: npt.NDArray[np.int8] | None = None
     used: dict[str, Any] = field(default_factory=dict)
 
     def block(self, ids: npt.NDArray[np.int64]) -> Block:
-        direct = {}
-        for source, (table, pos) in self.feeds.items():
-            at = pos[ids]
-            direct[source] = table.take(pa.array(at, mask=at < 0))
+        direct = {source: feed.gather(pos[ids]) for source, (feed, pos) in self.feeds.items()}
         lists = self.lists[ids] if self.lists is not None else np.zeros(len(ids), np.int8)
         return Block(
             ids=ids,
@@ -200,7 +199,9 @@ def _load_inputs(store: Store, release_id: str, models: dict[str, IndexModel]) -
         table = store.feed_rows(feed.feed_id)
         pos = np.full(n + 1, -1, dtype=np.int64)
         pos[table["entity"].to_numpy()] = np.arange(table.num_rows)
-        inputs.feeds[source] = (table, pos)
+        used = {c for m in models.values() for c in m.layout.direct_spec.columns}
+        mine = sorted((c for c in used if c.source == source), key=lambda c: c.name)
+        inputs.feeds[source] = (EncodedSource.encode(table, mine), pos)
         feeds_used[source] = feed.feed_id
     lists_feed = feeds.get(LISTS_SOURCE)
     if lists_feed is not None:

@@ -32,7 +32,12 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from sample_protocol.combiner_inputs import ColumnCache, CombinerLayout, combiner_matrix
+from sample_protocol.combiner_inputs import (
+    ColumnCache,
+    CombinerLayout,
+    EncodedSource,
+    combiner_matrix,
+)
 from sample_protocol.onnx_gate import GatedModel
 from sample_protocol.records_release import CategoryCutoffs
 from sample_protocol.scores import ScoreScale, to_values
@@ -109,7 +114,7 @@ class Block:
 
     ids: npt.NDArray[np.int64]
     preliminary: Mapping[tuple[str, str], Floats]
-    direct: Mapping[str, pa.Table]
+    direct: Mapping[str, pa.Table | EncodedSource]
     lists: npt.NDArray[np.int8]
 
     @property

@@ -22,6 +22,10 @@ A release bundle ships the combiner's input names in its manifest and the direct
 features' spec in ``models/combiner.<index>.features.json``; :meth:`CombinerLayout.from_model`
 rebuilds the layout from them and refuses names that do not follow the order above.
 
+A source whose rows serve many blocks of entities (the register's feeds) can be encoded
+once, whole (:meth:`EncodedSource.encode`), and each block's rows gathered from it
+(:meth:`EncodedSource.gather`): the matrix is the same as from the block's table.
+
 Example::
 
     layout = CombinerLayout.from_model("payment_discipline", entry.input_names, spec)
@@ -45,6 +49,7 @@ __all__ = [
     "LOGIT_CLIP",
     "MISSING_SUFFIX",
     "CombinerLayout",
+    "EncodedSource",
     "InputGroup",
     "combiner_matrix",
     "log_odds",
@@ -222,10 +227,50 @@ def _present(table: pa.Table, source: str, col: FeatureColumn, cache: ColumnCach
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedSource:
+    """One direct source's feature columns, encoded: per column its float32 values (None
+    when the table lacks the column) and where it has a value (``num_rows`` rows)."""
+
+    num_rows: int
+    columns: Mapping[FeatureColumn, tuple[Matrix | None, Mask]]
+
+    @classmethod
+    def encode(cls, table: pa.Table, columns: Any) -> EncodedSource:
+        """Encode ``columns`` (FeatureColumns of one source) of ``table``. Each column's
+        value for a row with no value (null) is kept too, as row ``num_rows``, so that
+        :meth:`gather` gives rows the table does not have exactly that."""
+        out: dict[FeatureColumn, tuple[Matrix | None, Mask]] = {}
+        n = table.num_rows
+        for col in columns:
+            values = _column_values(table, col)
+            if values is None:
+                out[col] = (None, np.zeros(n + 1, dtype=bool))
+                continue
+            padded = pa.chunked_array([*values.chunks, pa.nulls(1, type=values.type)])
+            one = pa.table({col.field: padded})
+            encoded = np.ascontiguousarray(FeatureSpec(columns=(col,)).transform(one)[:, 0])
+            valid = np.asarray(padded.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            out[col] = (encoded, valid)
+        return cls(n, out)
+
+    def gather(self, rows: npt.NDArray[np.int64]) -> EncodedSource:
+        """The source at ``rows`` (row numbers of this source; -1: the entity has no row,
+        which reads as a row of nulls)."""
+        at = np.where(rows < 0, self.num_rows, rows)
+        return EncodedSource(
+            int(at.shape[0]),
+            {
+                col: (None if values is None else values[at], valid[at])
+                for col, (values, valid) in self.columns.items()
+            },
+        )
+
+
 def combiner_matrix(
     layout: CombinerLayout,
     preliminary: Mapping[str, Any],
-    direct: pa.Table | Mapping[str, pa.Table],
+    direct: pa.Table | Mapping[str, pa.Table | EncodedSource],
     *,
     n_rows: int | None = None,
     cache: ColumnCache | None = None,
@@ -234,11 +279,14 @@ def combiner_matrix(
 
     ``preliminary[source]`` is the probability per row (NaN, ``None`` or an absent key =
     missing). ``direct`` is one table holding every direct source's columns (``SOURCE__field``
-    or ``field``), or a mapping source → its own row-aligned table (a source absent from the
-    mapping is missing in every row). ``n_rows`` is required when neither gives it. With
-    ``cache`` (a dict), encoded columns are reused by later calls on the same rows.
+    or ``field``), or a mapping source → its own row-aligned table or
+    :class:`EncodedSource` (a source absent from the mapping is missing in every row).
+    ``n_rows`` is required when neither gives it. With ``cache`` (a dict), encoded columns
+    of tables are reused by later calls on the same rows.
     """
-    tables: Mapping[str, pa.Table] | None = None if isinstance(direct, pa.Table) else direct
+    tables: Mapping[str, pa.Table | EncodedSource] | None = (
+        None if isinstance(direct, pa.Table) else direct
+    )
     if n_rows is None:
         if isinstance(direct, pa.Table):
             n_rows = direct.num_rows
@@ -267,11 +315,15 @@ def combiner_matrix(
                 f"found {table.num_rows}",
                 code="combiner_rows",
             )
-        values = _encoded(table, col.source, col, cache)
+        if isinstance(table, EncodedSource):
+            values, present = table.columns[col]
+        else:
+            values = _encoded(table, col.source, col, cache)
+            present = _present(table, col.source, col, cache)
         if values is not None:
             X[:, start + i] = values
         if col.source in absent:
-            absent[col.source] &= ~_present(table, col.source, col, cache)
+            absent[col.source] &= ~present
     for j, s in enumerate(layout.direct_sources):
         X[:, end + j] = absent[s]
     return X

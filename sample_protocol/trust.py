@@ -227,8 +227,7 @@ class TrustRoot(Record):
         party = self.party_for_key_id(key_id)
         if party.revoked:
             raise TrustError(
-                f"{where}: signer {party.name!r} (key {key_id}) is revoked: "
-                f"{party.revoked_reason}",
+                f"{where}: signer {party.name!r} (key {key_id}) is revoked: {party.revoked_reason}",
                 code="trust_revoked",
             )
         if party.key.key_id != key_id:
@@ -247,8 +246,7 @@ class TrustRoot(Record):
         if source is not None and source not in party.sources:
             owned = ", ".join(party.sources) or "none"
             raise TrustError(
-                f"{where}: signer {party.name!r} does not own source {source!r} "
-                f"(it owns: {owned})",
+                f"{where}: signer {party.name!r} does not own source {source!r} (it owns: {owned})",
                 code="trust_wrong_source",
             )
         return party
@@ -313,9 +311,7 @@ class TrustRoot(Record):
         new = dataclasses.replace(old, key=new_key, previous_keys=(*old.previous_keys, old.key))
         return self._next((new if p.name == name else p for p in self.parties), issued_at)
 
-    def revoke(
-        self, name: str, reason: str, *, issued_at: dt.datetime | None = None
-    ) -> TrustRoot:
+    def revoke(self, name: str, reason: str, *, issued_at: dt.datetime | None = None) -> TrustRoot:
         """Mark ``name`` revoked: no signature of it is accepted any more."""
         old = self.party(name)
         if not reason.strip():
@@ -483,7 +479,7 @@ class MonotonicCounter:
             isinstance(k, str) and type(v) is int and v >= 0 for k, v in counters.items()
         ):
             raise TrustError(
-                f"state file {self.path}: expected {{\"counters\": {{name: integer >= 0}}}}; "
+                f'state file {self.path}: expected {{"counters": {{name: integer >= 0}}}}; '
                 "refusing to guess the highest versions seen",
                 code="trust_state_corrupt",
             )

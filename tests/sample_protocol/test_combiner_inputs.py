@@ -7,12 +7,15 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nce_model_lab.training.combiner import Combiner
 from nce_model_lab.training.selection import Selection
 from sample_protocol.combiner_inputs import (
     LOGIT_CLIP,
     CombinerLayout,
+    EncodedSource,
     combiner_matrix,
     log_odds,
     present_rows,
@@ -144,3 +147,29 @@ def test_log_odds_clip_and_present_rows():
     court = FeatureSpec(columns=SPEC.columns[:2])
     assert (present_rows(joined, court) == joined["COURT__civil_cases_3y"].is_valid()).all()
     assert not present_rows(pa.table({"x": [1, 2]}), court).any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), drop=st.booleans())
+def test_an_encoded_source_gathers_the_matrix_of_the_taken_rows(seed: int, drop: bool):
+    """Whole feeds encoded once and gathered per block give the matrix of the block's rows
+    taken from the feeds (entities without a row read as nulls)."""
+    _, per_source, prelim = _tables()
+    rng = np.random.default_rng(seed)
+    if drop:  # a feed without one of the columns the spec names
+        per_source["UTILITIES"] = per_source["UTILITIES"].drop_columns(["arrears_kzt"])
+    layout = CombinerLayout.from_model("conscientiousness", _lab_combiner().input_names, SPEC)
+    block = rng.integers(0, N, 64)  # entities of a block (rows of the feeds, repeats too)
+    taken, gathered = {}, {}
+    for source, table in per_source.items():
+        order = rng.permutation(N)[: rng.integers(0, N + 1)]  # a feed: some rows, shuffled
+        feed = table.take(pa.array(order))
+        pos = np.full(N, -1, dtype=np.int64)
+        pos[order] = np.arange(order.size)
+        at = pos[block]
+        taken[source] = feed.take(pa.array(at, mask=at < 0))
+        columns = [c for c in SPEC.columns if c.source == source]
+        gathered[source] = EncodedSource.encode(feed, columns).gather(at)
+    block_prelim = {s: v[block] for s, v in prelim.items()}
+    expected = combiner_matrix(layout, block_prelim, taken)
+    np.testing.assert_array_equal(combiner_matrix(layout, block_prelim, gathered), expected)
