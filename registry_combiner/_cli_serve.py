@@ -231,11 +231,21 @@ def serve_command(
         return
     from uvicorn.supervisors import Multiprocess
 
+    from ._workers import reuse_port_sockets, reuse_port_supported, run_workers
+
     for name, path in {"STATE": state, "TOKENS": tokens, "KEY": key}.items():
         os.environ[ENV_PREFIX + name] = str(path.resolve())
     os.environ[ENV_PREFIX + "HISTORY"] = str(history)
     os.environ[ENV_PREFIX + "THREADS"] = str(threads)
     factory = "registry_combiner.service:app_from_env"
+    if reuse_port_supported():  # a socket per worker: connections spread over them
+        try:
+            sockets = reuse_port_sockets(host, port, workers)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        del options["host"], options["port"]
+        typer.echo(f"serving on http://{host}:{port} with {workers} worker processes", err=True)
+        raise typer.Exit(run_workers(factory, options, sockets))
     config = uvicorn.Config(factory, factory=True, workers=workers, **options)
     Multiprocess(config, sockets=[listening_socket(host, port)]).run()
 
