@@ -214,8 +214,9 @@ def serve_command(
     /entities/{id}/checks (for a user bound to that entity). Every route but /health and
     the docs needs a bearer token from `registry-combiner tokens add`; every view and
     report is written to the check log with the user and the time. One process serves
-    on one core (Python); --workers N runs N processes on the same port. Put a
-    TLS-terminating proxy in front when listening beyond 127.0.0.1.
+    on one core (Python); --workers N runs N processes on the same port, each on its own
+    socket (the kernel spreads connections over them). Put a TLS-terminating proxy in
+    front when listening beyond 127.0.0.1.
     """
     import uvicorn
 
