@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from .query import coverage_of
 from .store import (
     CATEGORIES,
     FLAG_OVERRIDDEN,
@@ -122,17 +123,10 @@ class Fragments:
 
 
 def _coverage(run: RunRecord, index: str, present: int) -> bytes:
-    have = set(_names(present, run.sources))
-    layout = run.meta.get("layouts", {}).get(index, {})
-    not_ingested = set(run.meta.get("feeds_missing", []))
-    prelim = {s: "present" if s in have else "missing" for s in layout.get("preliminary", [])}
-    direct = {
-        s: "present" if s in have else ("not_ingested" if s in not_ingested else "no_record")
-        for s in layout.get("direct", [])
-    }
+    cov = coverage_of(run, index, present)
     return (
-        b'{"direct":' + _object(direct) + b',"kind":"ReportCoverage","preliminary":'
-        + _object(prelim) + b"}"
+        b'{"direct":' + _object(cov["direct"]) + b',"kind":"ReportCoverage","preliminary":'
+        + _object(cov["preliminary"]) + b"}"
     )  # fmt: skip
 
 

@@ -47,6 +47,7 @@ from .store import (
 __all__ = [
     "EXPORT_SCHEMA",
     "ExportResult",
+    "coverage_of",
     "entity_view",
     "entity_view_of",
     "export_current",
@@ -93,7 +94,9 @@ def _bits(mask: int, names: tuple[str, ...] | list[str]) -> list[str]:
     return [n for i, n in enumerate(names) if mask & (1 << i)]
 
 
-def _coverage(run: RunRecord, index: str, present: int) -> dict[str, dict[str, str]]:
+def coverage_of(run: RunRecord, index: str, present: int) -> dict[str, dict[str, str]]:
+    """Per source the combiner of ``index`` expects, in ``run``: present, missing
+    (preliminary), no_record or not_ingested (direct), from the ``present`` bit mask."""
     sources = list(run.sources)
     layout = run.meta.get("layouts", {}).get(index, {})
     not_ingested = set(run.meta.get("feeds_missing", []))
@@ -176,7 +179,7 @@ def entity_view_of(store: Store, entity: EntityRecord, *, history: int = 5) -> d
                 "overridden": bool(row["flags"] & FLAG_OVERRIDDEN),
                 "overrides": _bits(row["overrides"], OVERRIDE_LISTS),
                 "reasons": [r for r in reasons if r is not None],
-                "coverage": _coverage(run, name, row["present"]),
+                "coverage": coverage_of(run, name, row["present"]),
                 "history": past.get(name, []),
             }
         )
